@@ -1,0 +1,3 @@
+"""medserve: REST inference service for medical images (FastAPI + onnxruntime, no TensorFlow)."""
+
+__version__ = "0.1.0"

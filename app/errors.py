@@ -1,0 +1,116 @@
+"""Domain errors and the contract's error table.
+
+Framework-free: readers in ``app.imaging`` raise these, ``app.main`` renders each one as
+``application/problem+json`` (RFC 9457). A ``detail`` must never hold a file name, a path, a
+DICOM tag value or a stack trace: write it from what the code knows, not from the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# code -> (status, title), exactly the contract's table.
+ERROR_TABLE: dict[str, tuple[int, str]] = {
+    "bad_request": (400, "Bad request"),
+    "unauthorized": (401, "Unauthorized"),
+    "not_found": (404, "Not found"),
+    "payload_too_large": (413, "Payload too large"),
+    "unsupported_media_type": (415, "Unsupported media type"),
+    "unsupported_transfer_syntax": (415, "Unsupported transfer syntax"),
+    "invalid_image": (422, "Invalid image"),
+    "image_too_large": (422, "Image too large"),
+    "invalid_dicom": (422, "Invalid DICOM"),
+    "invalid_volume": (422, "Invalid volume"),
+    "inconsistent_series": (422, "Inconsistent series"),
+    "unknown_operating_point": (422, "Unknown operating point"),
+    "validation_error": (422, "Validation error"),
+    "model_not_ready": (503, "Model not ready"),
+    "overloaded": (503, "Overloaded"),
+    "internal_error": (500, "Internal server error"),
+}
+
+
+class MedserveError(Exception):
+    """Base of every error that maps to a problem+json response."""
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    @property
+    def status(self) -> int:
+        return ERROR_TABLE[self.code][0]
+
+    @property
+    def title(self) -> str:
+        return ERROR_TABLE[self.code][1]
+
+
+class BadRequest(MedserveError):
+    code = "bad_request"
+
+
+class Unauthorized(MedserveError):
+    code = "unauthorized"
+
+
+class NotFound(MedserveError):
+    code = "not_found"
+
+
+class PayloadTooLarge(MedserveError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(MedserveError):
+    code = "unsupported_media_type"
+
+
+class UnsupportedTransferSyntax(MedserveError):
+    code = "unsupported_transfer_syntax"
+
+
+class InvalidImage(MedserveError):
+    code = "invalid_image"
+
+
+class ImageTooLarge(MedserveError):
+    code = "image_too_large"
+
+
+class InvalidDicom(MedserveError):
+    code = "invalid_dicom"
+
+
+class InvalidVolume(MedserveError):
+    code = "invalid_volume"
+
+
+class InconsistentSeries(MedserveError):
+    code = "inconsistent_series"
+
+
+class UnknownOperatingPoint(MedserveError):
+    code = "unknown_operating_point"
+
+
+class ValidationFailed(MedserveError):
+    code = "validation_error"
+
+
+class ModelNotReady(MedserveError):
+    code = "model_not_ready"
+
+
+class Overloaded(MedserveError):
+    code = "overloaded"

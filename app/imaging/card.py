@@ -1,0 +1,210 @@
+"""The model card: the one contract between training (writes it) and the service (reads it).
+
+Everything needed to feed a model and read its output lives here, so ``app/`` hard-codes no size,
+window, threshold or label. Training imports this module to write cards; the registry validates
+every ``model_card.json`` against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CARD_FILE = "model_card.json"
+MODEL_FILE = "model.onnx"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Intensity(_Strict):
+    """How raw values become model input values.
+
+    - ``minmax``: per image, (x - min) / (max - min) → [0, 1].
+    - ``percentile``: per image, window between the ``low``/``high`` percentiles → [0, 1].
+    - ``window``: fixed window [``low``, ``high``] (e.g. HU −1000..400) → [0, 1].
+    """
+
+    method: Literal["minmax", "percentile", "window"]
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Intensity:
+        if self.method != "minmax":
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"intensity {self.method!r} needs low < high")
+            if self.method == "percentile" and not (self.low >= 0 and self.high <= 100):
+                raise ValueError("percentiles must lie in [0, 100]")
+        return self
+
+
+class Preprocessing(_Strict):
+    """Decode → tensor, fully described.
+
+    ``size`` is ``[H, W]`` for 2D and ``[D, H, W]`` for volumes. ``channel_index`` picks one
+    channel of a multi-channel image (e.g. FLAIR of a pre/FLAIR/post TIFF); otherwise colour
+    inputs are converted to luminance. ``channels`` is how many the model takes (a gray image is
+    repeated to 3 for an RGB-trained network).
+    """
+
+    kind: Literal["image2d", "volume3d"]
+    size: list[int]
+    channels: Literal[1, 3] = 1
+    channel_index: int | None = None
+    intensity: Intensity
+    resize: Literal["nearest", "bilinear", "area", "trilinear"] = "bilinear"
+    orientation: Literal["RAS", "LPS"] | None = None
+    apply_voi_lut: bool = False
+    expected_bits: int | None = Field(
+        None, description="Bit depth the model was trained on (warn on others)"
+    )
+
+    @model_validator(mode="after")
+    def _size(self) -> Preprocessing:
+        want = 2 if self.kind == "image2d" else 3
+        if len(self.size) != want or any(s <= 0 for s in self.size):
+            raise ValueError(f"{self.kind} needs {want} positive sizes")
+        return self
+
+
+class InputSpec(_Strict):
+    layout: Literal["NHWC", "NCHW", "NDHWC", "NCDHW"]
+    shape: list[int | None] = Field(description="Model input shape, None for the batch axis")
+    dtype: Literal["float32"] = "float32"
+    name: str | None = Field(None, description="ONNX input name (the first input if omitted)")
+    preprocessing: Preprocessing
+
+
+class OutputSpec(_Strict):
+    labels: tuple[str, str] = Field(description="(negative, positive)")
+    activation: Literal["sigmoid", "logit"] = Field(
+        description="What the ONNX output holds: a probability or a logit"
+    )
+    name: str | None = None
+
+
+class Calibration(_Strict):
+    method: Literal["temperature", "none"]
+    temperature: float = Field(1.0, gt=0)
+    ece_before: float | None = None
+    ece_after: float | None = None
+    lesion_probability: str | None = Field(
+        None, description="Segmentation: how the per-image lesion score is derived"
+    )
+
+
+class OperatingPoint(_Strict):
+    threshold: float = Field(ge=0, le=1)
+    sensitivity: float = Field(ge=0, le=1)
+    specificity: float = Field(ge=0, le=1)
+    precision: float | None = Field(None, ge=0, le=1)
+
+
+class Training(_Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    dataset: str
+    synthetic: bool
+    split_sizes: dict[str, int]
+    epochs: int
+    seed: int
+    framework_versions: dict[str, str]
+    code_revision: str | None = None
+
+
+class SelfTest(_Strict):
+    """A seeded input and the output expected from it, checked when the model loads.
+
+    The input is ``numpy.random.default_rng(seed).uniform(low, high, shape)`` as float32 with
+    the model's input shape (batch 1); ``expected_first`` are the first values of the flattened
+    output and ``expected_mean`` its mean.
+    """
+
+    seed: int
+    low: float = 0.0
+    high: float = 1.0
+    expected_first: list[float] = Field(min_length=1, max_length=64)
+    expected_mean: float
+    atol: float = Field(1e-3, gt=0)
+
+    def make_input(self, shape: list[int]) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return rng.uniform(self.low, self.high, size=shape).astype(np.float32)
+
+    def mismatch(self, output: np.ndarray) -> str | None:
+        """None when ``output`` matches, else a short reason."""
+        flat = np.asarray(output, dtype=np.float64).ravel()
+        first = np.asarray(self.expected_first, dtype=np.float64)
+        if flat.size < first.size:
+            return f"output has {flat.size} values, expected at least {first.size}"
+        err = float(np.max(np.abs(flat[: first.size] - first)))
+        mean_err = abs(float(flat.mean()) - self.expected_mean)
+        if not np.isfinite(err) or err > self.atol or mean_err > self.atol:
+            return f"self-test output differs (max abs error {max(err, mean_err):.3g})"
+        return None
+
+
+class ModelCard(_Strict):
+    """``model_card.json``: every field the contract lists."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    version: str
+    task: Literal["binary_classification", "binary_segmentation"]
+    modality: str
+    endpoint: str
+    input: InputSpec
+    output: OutputSpec
+    calibration: Calibration
+    operating_points: dict[str, OperatingPoint] = Field(min_length=1)
+    default_operating_point: str
+    pixel_threshold: float | None = Field(None, gt=0, lt=1)
+    metrics: dict[str, object]
+    training: Training
+    intended_use: str
+    limitations: list[str]
+    files: dict[str, str] = Field(description="file name -> sha256 (hex)")
+    self_test: SelfTest
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, files: dict[str, str]) -> dict[str, str]:
+        if MODEL_FILE not in files:
+            raise ValueError(f"files must list {MODEL_FILE}")
+        for name, digest in files.items():
+            if "/" in name or "\\" in name or name.startswith("."):
+                raise ValueError("file names must be plain names inside the version folder")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError("sha256 must be 64 lowercase hex digits")
+        return files
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        if self.default_operating_point not in self.operating_points:
+            raise ValueError("default_operating_point is not one of operating_points")
+        if self.task == "binary_segmentation" and self.pixel_threshold is None:
+            raise ValueError("a segmentation card needs pixel_threshold")
+        return self
+
+    @property
+    def model_sha256(self) -> str:
+        return self.files[MODEL_FILE]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,125 @@
+"""Image2D / Volume → model input tensor, driven only by the card's ``Preprocessing``.
+
+Training calls these same functions, so what a model was trained on is what it is served.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from app.imaging.card import Intensity, Preprocessing
+from app.imaging.types import Image2D, Volume
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+_PIL_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "trilinear": Image.Resampling.BILINEAR,
+    "area": Image.Resampling.BOX,
+}
+
+
+def select_channel(pixels: np.ndarray, channel_index: int | None) -> np.ndarray:
+    """(H, W) or (H, W, C) → (H, W) float32.
+
+    ``channel_index`` picks one channel when the image has it (e.g. FLAIR of pre/FLAIR/post);
+    otherwise RGB(A) becomes luminance, gray+alpha keeps the gray, and gray stays as it is.
+    """
+    if pixels.ndim == 2:
+        return pixels.astype(np.float32, copy=False)
+    channels = pixels.shape[2]
+    if channel_index is not None and channel_index < channels and channels >= 3:
+        return np.ascontiguousarray(pixels[:, :, channel_index], dtype=np.float32)
+    if channels >= 3:
+        return np.tensordot(pixels[:, :, :3].astype(np.float32, copy=False), _LUMA, axes=1)
+    return np.ascontiguousarray(pixels[:, :, 0], dtype=np.float32)
+
+
+def intensity_bounds(values: np.ndarray, intensity: Intensity) -> tuple[float, float]:
+    """The (low, high) raw values that map to 0 and 1."""
+    if intensity.method == "window":
+        assert intensity.low is not None and intensity.high is not None
+        return float(intensity.low), float(intensity.high)
+    sample = values if values.size <= 4_000_000 else values.ravel()[:: values.size // 2_000_000]
+    if intensity.method == "minmax":
+        return float(np.min(sample)), float(np.max(sample))
+    assert intensity.low is not None and intensity.high is not None
+    lo, hi = np.percentile(sample, [intensity.low, intensity.high])
+    return float(lo), float(hi)
+
+
+def apply_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map [low, high] linearly onto [0, 1] and clip; a flat image becomes all zeros."""
+    out = values.astype(np.float32, copy=True)
+    span = high - low
+    if span <= 0:
+        out.fill(0.0)
+        return out
+    out -= np.float32(low)
+    out *= np.float32(1.0 / span)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def resize2d(plane: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """(H, W) float32 → (size[0], size[1]) float32."""
+    height, width = size
+    if plane.shape == (height, width):
+        return plane.astype(np.float32, copy=False)
+    img = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
+    return np.asarray(img.resize((width, height), resample=_PIL_RESAMPLE[method]), np.float32)
+
+
+def resize_depth(volume: np.ndarray, depth: int) -> np.ndarray:
+    """(S, H, W) → (depth, H, W) by linear interpolation between slice centres."""
+    slices = volume.shape[0]
+    if slices == depth:
+        return volume
+    pos = (np.arange(depth, dtype=np.float64) + 0.5) * (slices / depth) - 0.5
+    pos = np.clip(pos, 0, slices - 1)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, slices - 1)
+    w = (pos - i0).astype(np.float32)[:, None, None]
+    out: np.ndarray = volume[i0] * (1 - w) + volume[i1] * w
+    return out
+
+
+def _to_layout(x: np.ndarray, layout: str, channels: int) -> np.ndarray:
+    """(H, W) or (D, H, W) in [0, 1] → a batch of one in ``layout``."""
+    if layout in ("NHWC", "NDHWC"):
+        x = np.repeat(x[..., None], channels, axis=-1) if channels > 1 else x[..., None]
+    else:
+        x = np.repeat(x[None], channels, axis=0) if channels > 1 else x[None]
+    return np.ascontiguousarray(x[None], dtype=np.float32)
+
+
+def preprocess_image(image: Image2D, prep: Preprocessing, layout: str) -> np.ndarray:
+    """Image2D → (1, H, W, C) or (1, C, H, W) float32 in [0, 1] at ``prep.size``."""
+    plane = select_channel(image.pixels, prep.channel_index)
+    low, high = intensity_bounds(plane, prep.intensity)
+    scaled = apply_window(plane, low, high)
+    resized = resize2d(scaled, (prep.size[0], prep.size[1]), prep.resize)
+    return _to_layout(resized, layout, prep.channels)
+
+
+def preprocess_volume(volume: Volume, prep: Preprocessing, layout: str) -> np.ndarray:
+    """Volume (S, H, W) → (1, D, H, W, 1) or (1, 1, D, H, W) float32 in [0, 1] at ``prep.size``.
+
+    Works slice by slice (window, then in-plane resize) so that the full-resolution volume is
+    never copied as float: memory stays near the input plus the small output.
+    """
+    depth, height, width = prep.size
+    low, high = intensity_bounds(volume.voxels, prep.intensity)
+    planes = np.empty((volume.shape[0], height, width), dtype=np.float32)
+    for i in range(volume.shape[0]):
+        windowed = apply_window(volume.voxels[i], low, high)
+        planes[i] = resize2d(windowed, (height, width), prep.resize)
+    return _to_layout(resize_depth(planes, depth), layout, prep.channels)
+
+
+def preprocess(item: Image2D | Volume, prep: Preprocessing, layout: str) -> np.ndarray:
+    """The card-driven input tensor for ``item`` (a batch of one)."""
+    if isinstance(item, Volume):
+        return preprocess_volume(item, prep, layout)
+    return preprocess_image(item, prep, layout)

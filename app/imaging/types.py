@@ -1,0 +1,66 @@
+"""What readers return: a 2D image or a 3D volume, with spacing and conformance metadata.
+
+Metadata is for conformance checks (warnings) only; it is never logged or echoed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+SourceFormat = Literal["png", "jpeg", "tiff", "dicom", "nifti", "dicom_series"]
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What the file says about itself, where it says it (None = not stated)."""
+
+    format: SourceFormat
+    modality: str | None = None
+    photometric: str | None = None
+    view_position: str | None = None
+    bits_stored: int | None = None
+    patient_age_known: bool = False
+    patient_age_years: float | None = None
+    series_description: str | None = None
+    slice_thickness_mm: float | None = None
+    body_part: str | None = None
+    # Free-form extras a reader wants to pass to conformance checks (never echoed).
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Image2D:
+    """``pixels``: (H, W) or (H, W, C) float32 in the file's own value range (16-bit kept).
+
+    ``spacing``: (row, column) pixel size in mm, or None where the file does not say.
+    """
+
+    pixels: np.ndarray
+    spacing: tuple[float, float] | None
+    meta: Meta
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+
+@dataclass(frozen=True)
+class Volume:
+    """``voxels``: (S, H, W) float32 (Hounsfield units for CT).
+
+    Canonical axis order whatever the file's: axis 0 runs inferior → superior, axis 1
+    anterior → posterior (rows, top of the image is anterior), axis 2 patient right → left
+    (columns, the radiological display convention). ``spacing``: (slice, row, column) in mm.
+    """
+
+    voxels: np.ndarray
+    spacing: tuple[float, float, float] | None
+    meta: Meta
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        s = self.voxels.shape
+        return (int(s[0]), int(s[1]), int(s[2]))

@@ -1,0 +1,64 @@
+"""JSON-lines logging with the request id of the request being served.
+
+What is logged: time, level, logger, message, request id, and for access lines method, path,
+status, duration and model. Never file names, DICOM tags, bodies or exception messages from
+decoders (they can quote tag values).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+import traceback
+from typing import Any
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "medserve_request_id", default=None
+)
+
+# Attributes of a LogRecord that callers may set through ``extra=`` and that we emit.
+_FIELDS = ("method", "path", "status", "duration_ms", "model", "event", "reason", "version")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None) or request_id_var.get(),
+        }
+        for field in _FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                out[field] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type and the frames, not the message: messages from decoders can quote input.
+            out["exception"] = record.exc_info[0].__name__
+            out["stack"] = "".join(traceback.format_tb(record.exc_info[2]))
+        return json.dumps(out, separators=(",", ":"), default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Route the root, uvicorn and medserve loggers to one JSON stream on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = []
+        lg.propagate = True
+    # The access line is ours (with request id and model); uvicorn's would duplicate it.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
+    access.disabled = True

@@ -1,0 +1,110 @@
+"""The application factory: settings, registry in the lifespan, middleware, error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app import __version__
+from app.config import Settings, get_settings
+from app.errors import MedserveError
+from app.logs import configure_logging
+from app.metrics import Metrics
+from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.problem import error_response, problem_response
+from app.registry import build_registry
+from app.routes import health, models
+
+log = logging.getLogger("medserve")
+
+# Starlette/FastAPI's own HTTP errors, mapped onto the contract's codes.
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "bad_request",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "model_not_ready",
+}
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MedserveError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    fallback = "internal_error" if exc.status_code >= 500 else "bad_request"
+    code = _STATUS_CODES.get(exc.status_code, fallback)
+    if exc.status_code == 404:
+        detail = "no such resource"
+    elif exc.status_code == 405:
+        detail = f"method {request.method} is not allowed here"
+    else:
+        detail = None
+    title = "Method not allowed" if exc.status_code == 405 else None
+    return problem_response(
+        code, detail, status=exc.status_code, title=title, headers=getattr(exc, "headers", None)
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    # Name the parameters and what is wrong, without echoing the values sent.
+    problems = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+        for e in exc.errors()
+    ]
+    return problem_response("validation_error", "; ".join(problems)[:1000] or None)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI app. The registry is built in the lifespan, once per process."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = build_registry(settings)
+        app.state.registry = registry
+        for name, entry in registry.models.items():
+            metrics.model_ready.labels(model=name).set(1 if entry.ready else 0)
+        log.info("service started", extra={"event": "startup", "version": __version__})
+        yield
+        log.info("service stopping", extra={"event": "shutdown"})
+
+    app = FastAPI(
+        title="medserve",
+        version=__version__,
+        description=(
+            "Inference on medical images: chest X-ray and CT classification, MRI and X-ray "
+            "segmentation. Errors are application/problem+json (RFC 9457)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+
+    app.add_exception_handler(MedserveError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    app.include_router(health.router)
+    app.include_router(models.router)
+
+    # add_middleware wraps: the last added is the outermost. Order of execution:
+    # request context -> API key -> body limit -> app.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys])
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,46 @@
+"""Prometheus metrics, one registry per app (so several apps in one process do not clash).
+
+Labels are bounded: the route template (never the raw path), the status code, the model name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "medserve_requests",
+            "HTTP requests by route template and status code",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "medserve_request_duration_seconds",
+            "Time from request start to response end, by route template",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_duration = Histogram(
+            "medserve_inference_duration_seconds",
+            "onnxruntime session.run time, by model",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "medserve_model_ready",
+            "1 when the model loaded and passed its self-test",
+            ["model"],
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "medserve_inferences_in_flight",
+            "Inferences running or waiting for a slot",
+            registry=self.registry,
+        )

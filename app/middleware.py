@@ -1,0 +1,167 @@
+"""Pure-ASGI middleware, outermost first: request context, API key, body-size limit.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) so that the API-key check and the size limit act on the
+headers before any byte of the body is read, and the limit counts bytes as they arrive.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge
+from app.logs import request_id_var
+from app.metrics import Metrics
+from app.problem import error_response, problem_response
+
+log = logging.getLogger("medserve.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# Paths that never need a key: orchestrators and Prometheus must reach them.
+PUBLIC_PREFIXES = ("/health/", "/metrics")
+
+
+class RequestContextMiddleware:
+    """Request id (accepted or generated, returned), access log, metrics, last-resort 500."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error", extra={"event": "error"})
+            if not response_started:
+                await problem_response("internal_error")(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+            self.metrics.request_duration.labels(endpoint=endpoint).observe(elapsed)
+            log.info(
+                "request",
+                extra={
+                    "event": "access",
+                    "method": scope.get("method"),
+                    "path": endpoint if endpoint != "unmatched" else "<unmatched>",
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "model": state.get("model"),
+                },
+            )
+            request_id_var.reset(token)
+
+
+class ApiKeyMiddleware:
+    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, checked before the body is read."""
+
+    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    def _authorized(self, headers: Headers) -> bool:
+        presented = headers.get("x-api-key")
+        if presented is None:
+            auth = headers.get("authorization", "")
+            scheme, _, token = auth.partition(" ")
+            presented = token.strip() if scheme.lower() == "bearer" else None
+        if not presented:
+            return False
+        candidate = presented.encode("utf-8", "replace")
+        # Compare against every key, always, so timing does not tell which key nearly matched.
+        ok = False
+        for key in self.keys:
+            ok |= hmac.compare_digest(candidate, key)
+        return ok
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.keys
+            or scope["path"].startswith(PUBLIC_PREFIXES)
+            or self._authorized(Headers(scope=scope))
+        ):
+            await self.app(scope, receive, send)
+            return
+        response = problem_response(
+            "unauthorized",
+            "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
+            headers={"WWW-Authenticate": 'Bearer realm="medserve"', "Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 once a body passes ``limit`` bytes: at once from Content-Length, else while counting."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(
+            f"request body exceeds the limit of {self.limit} bytes",
+            headers={"Connection": "close"},
+        )
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await error_response(too_large)(scope, receive, send)
+            return
+
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise too_large
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except PayloadTooLarge as exc:
+            if response_started:
+                raise
+            await error_response(exc)(scope, receive, send)

@@ -1,0 +1,209 @@
+"""Model registry: discover ``models/<name>/<version>/``, verify, load, self-test, report.
+
+A model that fails any step is recorded as not ready with a reason; the others still serve and
+the process stays live.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from packaging.version import InvalidVersion, Version
+from pydantic import ValidationError
+
+from app.config import Settings
+from app.errors import ModelNotReady, NotFound
+from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
+
+log = logging.getLogger("medserve.registry")
+
+
+@dataclass
+class ModelEntry:
+    """One model as the service sees it: its card, its session, and whether it may serve."""
+
+    name: str
+    version: str | None
+    path: Path | None
+    card: ModelCard | None = None
+    session: ort.InferenceSession | None = None
+    input_name: str | None = None
+    ready: bool = False
+    reason: str | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.card.model_sha256 if self.card else None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on one preprocessed batch (the card's layout) and return output 0."""
+        if not self.ready or self.session is None or self.input_name is None:
+            raise ModelNotReady(f"model {self.name} is not ready")
+        out: list[Any] = self.session.run(None, {self.input_name: batch})
+        return np.asarray(out[0])
+
+
+@dataclass
+class Registry:
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+
+    def get(self, name: str) -> ModelEntry:
+        """The entry for ``name``; NotFound if unknown (readiness is the caller's to check)."""
+        try:
+            return self.models[name]
+        except KeyError:
+            raise NotFound("no such model") from None
+
+    def ready_model(self, name: str, retry_after: int) -> ModelEntry:
+        """The entry for ``name`` if it may serve, else 503 ``model_not_ready``."""
+        entry = self.models.get(name)
+        if entry is None or not entry.ready:
+            raise ModelNotReady(
+                f"model {name} is not ready", headers={"Retry-After": str(retry_after)}
+            )
+        return entry
+
+    @property
+    def all_ready(self) -> bool:
+        return bool(self.models) and all(m.ready for m in self.models.values())
+
+    def readiness(self) -> dict[str, str]:
+        """name -> "ready" or "not_ready: <reason>"."""
+        items = sorted(self.models.items())
+        return {n: "ready" if m.ready else f"not_ready: {m.reason}" for n, m in items}
+
+
+def _version_key(v: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(v))
+    except InvalidVersion:
+        return (0, v)
+
+
+def _choose_version(model_dir: Path, pinned: str | None) -> tuple[str | None, str | None]:
+    """(version, reason-if-none) among the subfolders of one model's folder."""
+    versions = sorted((p.name for p in model_dir.iterdir() if p.is_dir()), key=_version_key)
+    if pinned is not None:
+        return (pinned, None) if pinned in versions else (None, f"pinned version {pinned} absent")
+    if not versions:
+        return None, "no version folder"
+    return versions[-1], None
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.intra_op_threads
+    opts.inter_op_num_threads = settings.ort_inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Decoding shares the cores with inference: threads must not spin between runs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+def load_entry(name: str, path: Path, settings: Settings) -> ModelEntry:
+    """Verify and load one version folder; never raises, records the reason instead."""
+    entry = ModelEntry(name=name, version=path.name, path=path)
+    try:
+        raw = json.loads((path / CARD_FILE).read_bytes())
+        card = ModelCard.model_validate(raw)
+    except FileNotFoundError:
+        entry.reason = f"{CARD_FILE} missing"
+        return entry
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        entry.reason = f"{CARD_FILE} is not valid JSON"
+        return entry
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "card" for e in exc.errors()})
+        entry.reason = f"{CARD_FILE} invalid: {', '.join(fields)}"
+        return entry
+    if card.name != name or card.version != path.name:
+        entry.reason = "card name/version do not match the folder"
+        return entry
+    entry.card = card
+
+    model_bytes = b""
+    for fname, digest in card.files.items():
+        fpath = path / fname
+        if not fpath.is_file():
+            entry.reason = f"file {fname} missing"
+            return entry
+        data = fpath.read_bytes()
+        if sha256_bytes(data) != digest:
+            entry.reason = f"sha256 of {fname} does not match the card"
+            return entry
+        if fname == MODEL_FILE:
+            model_bytes = data
+
+    try:
+        session = ort.InferenceSession(
+            model_bytes, sess_options=session_options(settings), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises several types for a bad graph
+        entry.reason = f"onnxruntime could not load the model ({type(exc).__name__})"
+        return entry
+
+    inputs = {i.name: i for i in session.get_inputs()}
+    input_name = card.input.name or session.get_inputs()[0].name
+    if input_name not in inputs:
+        entry.reason = "card input name is not an input of the graph"
+        return entry
+    graph_shape = inputs[input_name].shape
+    card_shape = card.input.shape
+    if len(graph_shape) != len(card_shape) or any(
+        isinstance(g, int) and c is not None and g != c
+        for g, c in zip(graph_shape, card_shape, strict=False)
+    ):
+        entry.reason = "card input shape does not match the graph"
+        return entry
+
+    shape = [1 if s is None else s for s in card_shape]
+    try:
+        out = session.run(None, {input_name: card.self_test.make_input(shape)})[0]
+    except Exception as exc:
+        entry.reason = f"self-test run failed ({type(exc).__name__})"
+        return entry
+    problem = card.self_test.mismatch(np.asarray(out))
+    if problem:
+        entry.reason = problem
+        return entry
+
+    entry.session = session
+    entry.input_name = input_name
+    entry.ready = True
+    return entry
+
+
+def build_registry(settings: Settings) -> Registry:
+    """Discover and load every model under ``settings.model_dir``."""
+    registry = Registry()
+    root = settings.model_dir
+    if not root.is_dir():
+        log.error("model dir missing", extra={"event": "registry", "reason": "model dir missing"})
+        return registry
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        name = model_dir.name
+        version, reason = _choose_version(model_dir, settings.model_versions.get(name))
+        if version is None:
+            entry = ModelEntry(name=name, version=None, path=None, reason=reason)
+        else:
+            entry = load_entry(name, model_dir / version, settings)
+        registry.models[name] = entry
+        log.info(
+            "model ready" if entry.ready else "model not ready",
+            extra={
+                "event": "model_load",
+                "model": name,
+                "version": entry.version,
+                "reason": entry.reason,
+            },
+        )
+    return registry

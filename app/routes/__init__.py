@@ -1,0 +1,1 @@
+"""HTTP routes: each handler chains the stages and does nothing else."""

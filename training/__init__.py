@@ -1,0 +1,1 @@
+"""Offline training package (TensorFlow/Keras): synthetic data, training, calibration, export."""
