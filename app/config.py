@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.imaging.limits import DecodeLimits
+
 MiB = 1024 * 1024
 
 
@@ -68,6 +70,15 @@ class Settings(BaseSettings):
             if len(key.get_secret_value()) < 16:
                 raise ValueError("every API key must be at least 16 characters long")
         return self
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_image_pixels=self.max_image_pixels,
+            max_volume_voxels=self.max_volume_voxels,
+            max_decompressed_bytes=self.max_decompressed_bytes,
+            max_archive_entries=self.max_archive_entries,
+        )
 
     @property
     def intra_op_threads(self) -> int:

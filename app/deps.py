@@ -7,6 +7,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.limiter import InferenceLimiter
 from app.metrics import Metrics
 from app.registry import Registry
 
@@ -23,6 +24,11 @@ def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, request.app.state.metrics)
 
 
+def get_limiter(request: Request) -> InferenceLimiter:
+    return cast(InferenceLimiter, request.app.state.limiter)
+
+
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+LimiterDep = Annotated[InferenceLimiter, Depends(get_limiter)]

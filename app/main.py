@@ -14,6 +14,7 @@ from starlette.responses import Response
 from app import __version__
 from app.config import Settings, get_settings
 from app.errors import MedserveError
+from app.limiter import InferenceLimiter
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
@@ -94,6 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.limiter = InferenceLimiter(
+        settings.max_concurrent_inferences,
+        settings.max_queued_inferences,
+        settings.retry_after_seconds,
+        metrics,
+    )
 
     app.add_exception_handler(MedserveError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -53,3 +53,56 @@ class Problem(BaseModel):
     code: str
     detail: str
     request_id: str | None
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    sha256: str = Field(description="sha256 of model.onnx")
+
+
+class InputInfo(BaseModel):
+    format: str = Field(description="png | jpeg | tiff | dicom | nifti | dicom_series")
+    shape: list[int] = Field(description="[height, width] for 2D, [slices, height, width] for 3D")
+    spacing_mm: list[float] | None = Field(description="Pixel/voxel size in mm, null if unknown")
+    sha256: str = Field(description="sha256 of the uploaded bytes")
+
+
+class OperatingPointOut(BaseModel):
+    name: str
+    threshold: float
+    sensitivity: float
+    specificity: float
+    precision: float | None = None
+
+
+class WarningOut(BaseModel):
+    code: str
+    detail: str
+
+
+class Timing(BaseModel):
+    decode: float
+    preprocess: float
+    inference: float
+    postprocess: float
+    total: float
+
+
+class Prediction(BaseModel):
+    """Fields every successful inference response carries."""
+
+    request_id: str
+    model: ModelRef
+    input: InputInfo
+    probability: float = Field(description="Calibrated probability of the positive class")
+    uncalibrated_probability: float
+    positive: bool = Field(description="probability >= operating_point.threshold")
+    label: str
+    operating_point: OperatingPointOut
+    warnings: list[WarningOut]
+    timing_ms: Timing
+
+
+class ClassificationResponse(Prediction):
+    pass

@@ -150,6 +150,25 @@ class SelfTest(_Strict):
         return None
 
 
+class Conformance(_Strict):
+    """What the training data looked like; inputs outside it are served with warnings.
+
+    Each field is optional: a check runs only where the card states what was seen.
+    """
+
+    modalities: list[str] | None = Field(None, description="DICOM Modality values seen")
+    view_positions: list[str] | None = Field(None, description="DICOM ViewPosition values seen")
+    age_range_years: tuple[float, float] | None = None
+    image_side_range: tuple[int, int] | None = Field(
+        None, description="Smallest and largest image side (px) seen in training"
+    )
+    series_description_pattern: str | None = Field(
+        None, description="Regular expression a matching SeriesDescription satisfies"
+    )
+    slice_thickness_range_mm: tuple[float, float] | None = None
+    min_slices: int | None = None
+
+
 class ModelCard(_Strict):
     """``model_card.json``: every field the contract lists."""
 
@@ -172,6 +191,7 @@ class ModelCard(_Strict):
     limitations: list[str]
     files: dict[str, str] = Field(description="file name -> sha256 (hex)")
     self_test: SelfTest
+    conformance: Conformance = Field(default_factory=Conformance)
 
     @field_validator("files")
     @classmethod

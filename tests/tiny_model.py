@@ -1,0 +1,105 @@
+"""A tiny real ONNX classifier and its card, built with onnx.helper (no TensorFlow).
+
+Used by the registry and HTTP tests: the registry verifies, loads and self-tests it exactly as it
+would a trained artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from app.imaging.card import SelfTest, sha256_file
+
+SIZE = 8
+
+
+def tiny_onnx(path: Path, scale: float = 4.0) -> None:
+    """(N, 8, 8, 1) float32 -> (N, 1) logit = scale * (mean(x) - 0.5)."""
+    w = numpy_helper.from_array(np.full((SIZE * SIZE, 1), scale / SIZE**2, np.float32), "w")
+    b = numpy_helper.from_array(np.array([-scale / 2], np.float32), "b")
+    shape = numpy_helper.from_array(np.array([-1, SIZE * SIZE], np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+            helper.make_node("Add", ["mm", "b"], ["logit"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, SIZE, SIZE, 1])],
+        [helper.make_tensor_value_info("logit", TensorProto.FLOAT, [None, 1])],
+        initializer=[w, b, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+
+
+def tiny_card(name: str, version: str, model_path: Path, **overrides: Any) -> dict[str, Any]:
+    session = ort.InferenceSession(model_path.read_bytes(), providers=["CPUExecutionProvider"])
+    probe = SelfTest(seed=7, expected_first=[0.0], expected_mean=0.0)
+    out = session.run(None, {"input": probe.make_input([1, SIZE, SIZE, 1])})[0].ravel()
+    card: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "task": "binary_classification",
+        "modality": "XR",
+        "endpoint": "/classify/xray",
+        "input": {
+            "layout": "NHWC",
+            "shape": [None, SIZE, SIZE, 1],
+            "dtype": "float32",
+            "preprocessing": {
+                "kind": "image2d",
+                "size": [SIZE, SIZE],
+                "channels": 1,
+                "intensity": {"method": "minmax"},
+                "resize": "area",
+            },
+        },
+        "output": {"labels": ["NORMAL", "PNEUMONIA"], "activation": "logit"},
+        "calibration": {"method": "temperature", "temperature": 2.0},
+        "operating_points": {
+            "balanced": {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.9},
+            "high_sensitivity": {"threshold": 0.2, "sensitivity": 0.99, "specificity": 0.5},
+        },
+        "default_operating_point": "balanced",
+        "metrics": {"auc": 1.0},
+        "training": {
+            "dataset": "none (hand-built test model)",
+            "synthetic": True,
+            "split_sizes": {"train": 0},
+            "epochs": 0,
+            "seed": 0,
+            "framework_versions": {"onnx": onnx.__version__},
+        },
+        "intended_use": "tests only",
+        "limitations": ["not a medical model"],
+        "files": {"model.onnx": sha256_file(model_path)},
+        "self_test": {
+            "seed": 7,
+            "expected_first": [float(out[0])],
+            "expected_mean": float(out.mean()),
+        },
+    }
+    card.update(overrides)
+    return card
+
+
+def write_tiny_model(
+    root: Path, name: str = "tiny_xray", version: str = "1.0.0", **overrides: Any
+) -> Path:
+    """Write ``root/name/version/{model.onnx, model_card.json}``; returns the version folder."""
+    folder = root / name / version
+    folder.mkdir(parents=True, exist_ok=True)
+    tiny_onnx(folder / "model.onnx")
+    card = tiny_card(name, version, folder / "model.onnx", **overrides)
+    (folder / "model_card.json").write_text(json.dumps(card, indent=2))
+    return folder
