@@ -20,7 +20,7 @@ from app.metrics import Metrics
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from app.problem import error_response, problem_response
 from app.registry import build_registry
-from app.routes import health, models
+from app.routes import classify, health, models, segment
 
 log = logging.getLogger("medserve")
 
@@ -108,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(models.router)
+    app.include_router(classify.router)
+    app.include_router(segment.router)
 
     # add_middleware wraps: the last added is the outermost. Order of execution:
     # request context -> API key -> body limit -> app.

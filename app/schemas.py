@@ -106,3 +106,25 @@ class Prediction(BaseModel):
 
 class ClassificationResponse(Prediction):
     pass
+
+
+class RLE(BaseModel):
+    size: list[int] = Field(description="[height, width]")
+    counts: list[int] = Field(description="Column-major runs, starting with background")
+    order: Literal["F"] = "F"
+
+
+class MaskOut(BaseModel):
+    height: int
+    width: int
+    area_px: int
+    area_mm2: float | None
+    bbox: list[int] | None = Field(description="[x_min, y_min, x_max, y_max], null when empty")
+    centroid: list[float] | None = Field(description="[x, y] in pixels, null when empty")
+    centroid_mm: list[float] | None
+    rle: RLE | None = None
+    png_base64: str | None = None
+
+
+class SegmentationResponse(Prediction):
+    mask: MaskOut

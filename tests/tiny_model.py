@@ -42,6 +42,19 @@ def tiny_onnx(path: Path, scale: float = 4.0) -> None:
     path.write_bytes(model.SerializeToString())
 
 
+def tiny_segmenter_onnx(path: Path) -> None:
+    """(N, 8, 8, 1) float32 -> (N, 8, 8, 1): the pixel probability is the input value itself."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["prob"])],
+        "tiny_seg",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, SIZE, SIZE, 1])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [None, SIZE, SIZE, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+
+
 def tiny_card(name: str, version: str, model_path: Path, **overrides: Any) -> dict[str, Any]:
     session = ort.InferenceSession(model_path.read_bytes(), providers=["CPUExecutionProvider"])
     probe = SelfTest(seed=7, expected_first=[0.0], expected_mean=0.0)
@@ -94,12 +107,31 @@ def tiny_card(name: str, version: str, model_path: Path, **overrides: Any) -> di
 
 
 def write_tiny_model(
-    root: Path, name: str = "tiny_xray", version: str = "1.0.0", **overrides: Any
+    root: Path,
+    name: str = "tiny_xray",
+    version: str = "1.0.0",
+    segmenter: bool = False,
+    **overrides: Any,
 ) -> Path:
-    """Write ``root/name/version/{model.onnx, model_card.json}``; returns the version folder."""
+    """Write ``root/name/version/{model.onnx, model_card.json}``; returns the version folder.
+
+    ``segmenter=True`` writes the identity "segmenter" with a segmentation card.
+    """
     folder = root / name / version
     folder.mkdir(parents=True, exist_ok=True)
-    tiny_onnx(folder / "model.onnx")
+    if segmenter:
+        tiny_segmenter_onnx(folder / "model.onnx")
+        overrides = {
+            "task": "binary_segmentation",
+            "endpoint": "/segment/mri",
+            "modality": "MR",
+            "output": {"labels": ["NO_LESION", "LESION"], "activation": "sigmoid"},
+            "pixel_threshold": 0.5,
+            "calibration": {"method": "temperature", "temperature": 1.0},
+            **overrides,
+        }
+    else:
+        tiny_onnx(folder / "model.onnx")
     card = tiny_card(name, version, folder / "model.onnx", **overrides)
     (folder / "model_card.json").write_text(json.dumps(card, indent=2))
     return folder

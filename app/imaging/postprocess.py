@@ -9,6 +9,7 @@ import numpy as np
 
 from app.errors import UnknownOperatingPoint
 from app.imaging.card import ModelCard, OperatingPoint
+from app.imaging.preprocess import resize2d
 
 _P_CLIP = 1e-7  # a sigmoid output of exactly 0 or 1 has no finite logit
 
@@ -74,3 +75,61 @@ def classification_logit(output: np.ndarray, card: ModelCard) -> float:
     """A classifier's (1, 1) or (1,) output for a batch of one → its logit."""
     value = float(np.asarray(output, dtype=np.float64).ravel()[0])
     return to_logit(value, card.output.activation)
+
+
+# --- segmentation -----------------------------------------------------------------------------
+
+
+def probability_map(output: np.ndarray, card: ModelCard) -> np.ndarray:
+    """A segmenter's output for a batch of one → (H, W) float32 pixel probabilities at the
+    model's resolution (the card's preprocessing size)."""
+    height, width = card.input.preprocessing.size
+    plane = np.asarray(output, dtype=np.float32).reshape(height, width)
+    if card.output.activation == "logit":
+        return (1.0 / (1.0 + np.exp(-plane))).astype(np.float32)
+    return plane
+
+
+def lesion_logit(prob_map: np.ndarray) -> float:
+    """The per-image lesion score as a logit: the peak pixel probability of the map.
+
+    The peak is what the pixel threshold compares against, so "some pixel is above the pixel
+    threshold" and "the lesion score is above it" agree; temperature scaling then calibrates it.
+    """
+    return to_logit(float(prob_map.max()) if prob_map.size else 0.0, "sigmoid")
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    mask: np.ndarray  # (H, W) bool at the input's resolution
+    area_px: int
+    area_mm2: float | None
+    bbox: list[int] | None  # [x_min, y_min, x_max, y_max]
+    centroid: list[float] | None  # [x, y] in pixels
+    centroid_mm: list[float] | None  # [x, y] in mm
+
+
+def mask_at(prob_map: np.ndarray, shape: tuple[int, int], threshold: float) -> np.ndarray:
+    """Threshold the probability map after resizing it (bilinear) to the input's (H, W)."""
+    return resize2d(prob_map, shape, "bilinear") >= threshold
+
+
+def summarize_mask(mask: np.ndarray, spacing: tuple[float, float] | None) -> MaskSummary:
+    """Area, bounding box and centroid of a (H, W) bool mask; mm figures when spacing is known."""
+    ys, xs = np.nonzero(mask)
+    area = int(xs.size)
+    if area == 0:
+        return MaskSummary(mask, 0, 0.0 if spacing else None, None, None, None)
+    cx, cy = float(xs.mean()), float(ys.mean())
+    bbox = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+    if spacing is None:
+        return MaskSummary(mask, area, None, bbox, [round(cx, 3), round(cy, 3)], None)
+    row_mm, col_mm = spacing
+    return MaskSummary(
+        mask,
+        area,
+        round(area * row_mm * col_mm, 4),
+        bbox,
+        [round(cx, 3), round(cy, 3)],
+        [round(cx * col_mm, 4), round(cy * row_mm, 4)],
+    )

@@ -15,7 +15,7 @@ API_KEY = "test-key-0123456789abcdef"
 
 @pytest.fixture
 def model_root(tmp_path: Path) -> Path:
-    write_tiny_model(tmp_path)
+    write_tiny_model(tmp_path, name="pneumonia_xray")
     return tmp_path
 
 

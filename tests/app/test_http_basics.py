@@ -29,13 +29,13 @@ def test_live_ready_models(client: TestClient) -> None:
     assert client.get("/health/live").json() == {"status": "ok"}
     ready = client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "models": {"tiny_xray": "ready"}}
+    assert ready.json() == {"status": "ready", "models": {"pneumonia_xray": "ready"}}
     (summary,) = client.get("/models").json()
-    assert summary["name"] == "tiny_xray" and summary["ready"] is True
+    assert summary["name"] == "pneumonia_xray" and summary["ready"] is True
     assert summary["endpoint"] == "/classify/xray" and len(summary["sha256"]) == 64
     assert summary["default_operating_point"] == "balanced"
     assert summary["operating_points"]["balanced"]["threshold"] == 0.5
-    card = client.get("/models/tiny_xray").json()
+    card = client.get("/models/pneumonia_xray").json()
     assert card["ready"] is True and card["self_test"]["seed"] == 7
     assert card["files"]["model.onnx"] == summary["sha256"]
 
@@ -63,7 +63,7 @@ def test_metrics_count_requests(client: TestClient) -> None:
     assert 'medserve_requests_total{endpoint="/models/{name}",status="404"} 1.0' in text
     assert "medserve_request_duration_seconds_bucket" in text
     assert "# TYPE medserve_inference_duration_seconds histogram" in text
-    assert 'medserve_model_ready{model="tiny_xray"} 1.0' in text
+    assert 'medserve_model_ready{model="pneumonia_xray"} 1.0' in text
 
 
 def test_request_id_round_trip(client: TestClient) -> None:

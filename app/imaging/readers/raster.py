@@ -1,0 +1,101 @@
+"""PNG / JPEG / TIFF → Image2D with Pillow (allow-listed formats only, 16-bit kept)."""
+
+from __future__ import annotations
+
+import zlib
+from io import BytesIO
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import ImageTooLarge, InvalidImage
+from app.imaging.limits import DecodeLimits
+from app.imaging.types import Image2D, Meta
+
+RasterFormat = Literal["png", "jpeg", "tiff"]
+
+_PIL_FORMATS = ["PNG", "JPEG", "TIFF"]
+_NAMES: dict[RasterFormat, str] = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
+_FORMATS: dict[str, RasterFormat] = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "TIFF": "tiff"}
+_GRAY16 = {"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;16LS", "I;16BS"}
+# Errors Pillow's decoders raise on corrupt input (their messages may quote the input).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, zlib.error, IndexError, KeyError)
+
+
+def _open(data: bytes, name: str) -> Image.Image:
+    # Pillow's own bomb check (global Image.MAX_IMAGE_PIXELS) runs inside open(); past twice
+    # that it raises, below it at most warns. Our limit is checked on img.size right after,
+    # before load(): no global Pillow state or warning filter is touched (thread-safe).
+    try:
+        return Image.open(BytesIO(data), formats=_PIL_FORMATS)
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{name} header declares more pixels than allowed") from None
+    except UnidentifiedImageError:
+        raise InvalidImage(f"{name} data is corrupt or truncated") from None
+    except _DECODE_ERRORS:
+        raise InvalidImage(f"{name} header is corrupt") from None
+
+
+def _to_array(img: Image.Image) -> tuple[np.ndarray, int]:
+    """Pixels as (H, W) or (H, W, 3) float32 and the bits per sample they carry."""
+    mode = img.mode
+    if mode in _GRAY16:
+        return np.asarray(img).astype(np.float32), 16
+    if mode == "I":
+        arr = np.asarray(img)
+        bits = 16 if arr.size == 0 or (arr.min() >= 0 and arr.max() <= 0xFFFF) else 32
+        return arr.astype(np.float32), bits
+    if mode == "F":
+        return np.asarray(img, dtype=np.float32), 32
+    if mode == "L":
+        return np.asarray(img).astype(np.float32), 8
+    if mode in ("1", "LA", "La"):  # bilevel → 0/255, gray + alpha → gray
+        return np.asarray(img.convert("L")).astype(np.float32), 8
+    if mode in ("RGBA", "RGBX", "RGBa"):
+        return np.asarray(img)[:, :, :3].astype(np.float32), 8
+    if mode == "RGB":
+        return np.asarray(img).astype(np.float32), 8
+    # P, PA, CMYK, YCbCr, LAB, HSV, ...: let Pillow produce RGB.
+    return np.asarray(img.convert("RGB")).astype(np.float32), 8
+
+
+def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Image2D:
+    """PNG / JPEG / TIFF bytes → Image2D.
+
+    ``pixels``: (H, W) float32 for gray (L, I;16, I, F, 1, LA) or (H, W, 3) float32 RGB for
+    colour (P → RGB, alpha dropped), in the file's own value range: 16-bit data stays
+    0..65535. EXIF orientation is applied. ``spacing`` is None (rasters carry no reliable
+    physical size). The pixel count is checked from the header before any pixel is decoded.
+    Multi-page TIFF / animated PNG are refused (one 2D image is expected).
+    """
+    name = _NAMES[kind]
+    img = _open(data, name)
+    try:
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise InvalidImage(f"{name} image has zero size")
+        if width * height > limits.max_image_pixels:
+            raise ImageTooLarge(
+                f"image has {width * height} pixels; the limit is {limits.max_image_pixels}"
+            )
+        fmt = _FORMATS.get(img.format or "", kind)
+        frames = int(getattr(img, "n_frames", 1))
+        if frames > 1 and fmt != "jpeg":  # an MPO JPEG's extra frames are previews
+            raise InvalidImage(f"{name} holds {frames} frames; one 2D image was expected")
+        try:
+            img.load()
+            oriented = ImageOps.exif_transpose(img)
+            pixels, bits = _to_array(oriented)
+        except _DECODE_ERRORS as exc:
+            truncated = isinstance(exc, OSError) and "truncated" in str(exc)
+            what = "truncated" if truncated else "corrupt"
+            raise InvalidImage(f"{name} data is {what}") from None
+    finally:
+        img.close()
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.size == 0:
+        raise InvalidImage(f"{name} image has zero size")
+    meta = Meta(format=fmt, bits_stored=16 if bits == 16 else (32 if bits == 32 else 8))
+    return Image2D(pixels=np.ascontiguousarray(pixels), spacing=None, meta=meta)

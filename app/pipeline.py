@@ -1,0 +1,150 @@
+"""decode → preprocess → infer → postprocess for one request (blocking; runs in the pool).
+
+Everything model-specific comes from the card; this module only chains ``app.imaging``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.imaging.conformance import conformance_warnings
+from app.imaging.encode import mask_png, overlay_png, rle_encode
+from app.imaging.limits import DecodeLimits
+from app.imaging.postprocess import (
+    Decision,
+    MaskSummary,
+    classification_logit,
+    decide,
+    lesion_logit,
+    mask_at,
+    probability_map,
+    summarize_mask,
+)
+from app.imaging.preprocess import preprocess, select_channel
+from app.imaging.readers import decode_image, decode_volume
+from app.imaging.types import Image2D, Volume
+from app.metrics import Metrics
+from app.registry import ModelEntry
+
+
+@dataclass
+class Timer:
+    """Named stage durations in milliseconds."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+    _last: float = field(default_factory=time.perf_counter)
+    _start: float = field(default_factory=time.perf_counter)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = round((now - self._last) * 1000, 3)
+        self._last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.stages, "total": round((time.perf_counter() - self._start) * 1000, 3)}
+
+
+@dataclass
+class Classified:
+    item: Image2D | Volume
+    upload_sha256: str
+    decision: Decision
+    warnings: list[dict[str, str]]
+    timing_ms: dict[str, float]
+
+
+def upload_sha256(parts: Sequence[bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+def decode_for(entry: ModelEntry, parts: Sequence[bytes], limits: DecodeLimits) -> Image2D | Volume:
+    """Decode what the model's card says it takes: a 2D image or a volume."""
+    assert entry.card is not None
+    prep = entry.card.input.preprocessing
+    if prep.kind == "volume3d":
+        return decode_volume(parts, limits)
+    return decode_image(parts, limits, apply_voi_lut=prep.apply_voi_lut)
+
+
+def classify(
+    entry: ModelEntry,
+    parts: Sequence[bytes],
+    operating_point: str,
+    limits: DecodeLimits,
+    metrics: Metrics,
+) -> Classified:
+    """One classification request, stage by stage, with timings."""
+    card = entry.card
+    assert card is not None
+    timer = Timer()
+    item = decode_for(entry, parts, limits)
+    timer.lap("decode")
+    batch = preprocess(item, card.input.preprocessing, card.input.layout)
+    timer.lap("preprocess")
+    output = entry.run(batch)
+    timer.lap("inference")
+    metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
+    decision = decide(classification_logit(output, card), card, operating_point)
+    warnings = conformance_warnings(item, card)
+    timer.lap("postprocess")
+    return Classified(item, upload_sha256(parts), decision, warnings, timer.total())
+
+
+@dataclass
+class Segmented:
+    item: Image2D
+    upload_sha256: str
+    decision: Decision
+    summary: MaskSummary
+    encoded: dict[str, Any]
+    warnings: list[dict[str, str]]
+    timing_ms: dict[str, float]
+
+
+def segment(
+    entry: ModelEntry,
+    parts: Sequence[bytes],
+    operating_point: str,
+    encodings: frozenset[str],
+    limits: DecodeLimits,
+    metrics: Metrics,
+) -> Segmented:
+    """One segmentation request: the mask at the input's resolution plus the encodings asked
+    for (any of ``rle``, ``png``, ``png_bytes``, ``overlay_bytes``)."""
+    card = entry.card
+    assert card is not None and card.pixel_threshold is not None
+    timer = Timer()
+    item = decode_for(entry, parts, limits)
+    assert isinstance(item, Image2D)
+    timer.lap("decode")
+    batch = preprocess(item, card.input.preprocessing, card.input.layout)
+    timer.lap("preprocess")
+    output = entry.run(batch)
+    timer.lap("inference")
+    metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
+    probs = probability_map(output, card)
+    decision = decide(lesion_logit(probs), card, operating_point)
+    summary = summarize_mask(mask_at(probs, item.shape, card.pixel_threshold), item.spacing)
+    encoded: dict[str, Any] = {}
+    if "rle" in encodings:
+        encoded["rle"] = rle_encode(summary.mask)
+    if "png" in encodings:
+        encoded["png_base64"] = base64.b64encode(mask_png(summary.mask)).decode("ascii")
+    if "png_bytes" in encodings:
+        encoded["png_bytes"] = mask_png(summary.mask)
+    if "overlay_bytes" in encodings:
+        plane = select_channel(item.pixels, card.input.preprocessing.channel_index)
+        encoded["overlay_bytes"] = overlay_png(plane, summary.mask)
+    warnings = conformance_warnings(item, card)
+    timer.lap("postprocess")
+    return Segmented(
+        item, upload_sha256(parts), decision, summary, encoded, warnings, timer.total()
+    )

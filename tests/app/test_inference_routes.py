@@ -1,0 +1,203 @@
+"""The inference routes end to end on tiny real ONNX models whose answers are known by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.config import Settings
+from app.errors import Overloaded
+from app.imaging.encode import rle_decode
+from app.limiter import InferenceLimiter
+from app.main import create_app
+from app.metrics import Metrics
+from tests.app.test_http_basics import assert_problem
+from tests.tiny_model import write_tiny_model
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[TestClient]:
+    write_tiny_model(tmp_path, name="pneumonia_xray")
+    write_tiny_model(tmp_path, name="brain_tumor_mri", segmenter=True)
+    with TestClient(create_app(Settings(model_dir=tmp_path))) as client:
+        yield client
+
+
+HALF = np.zeros((16, 16), np.uint8)
+HALF[:, 8:] = 255  # after min-max and an area resize to 8x8: mean 0.5 -> logit 0
+
+
+def test_classification_contract(served: TestClient) -> None:
+    resp = served.post("/classify/xray", content=png_bytes(HALF), headers={"X-Request-ID": "r1"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["request_id"] == "r1"
+    assert body["model"]["name"] == "pneumonia_xray" and len(body["model"]["sha256"]) == 64
+    assert body["input"]["format"] == "png" and body["input"]["shape"] == [16, 16]
+    assert body["input"]["spacing_mm"] is None and len(body["input"]["sha256"]) == 64
+    assert body["probability"] == pytest.approx(0.5, abs=1e-6)
+    assert body["positive"] is True and body["label"] == "PNEUMONIA"
+    assert body["operating_point"] == {
+        "name": "balanced",
+        "threshold": 0.5,
+        "sensitivity": 0.9,
+        "specificity": 0.9,
+        "precision": None,
+    }
+    assert body["warnings"] == []
+    assert set(body["timing_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
+
+
+def test_calibrated_vs_uncalibrated(served: TestClient) -> None:
+    dark = np.zeros((16, 16), np.uint8)
+    dark[0, 0] = 255  # min-max -> nearly all zeros: mean 1/256 after area resize
+    body = served.post(
+        "/classify/xray?operating_point=high_sensitivity", content=png_bytes(dark)
+    ).json()
+    logit = 4.0 * (1 / 256 - 0.5)
+    assert body["uncalibrated_probability"] == pytest.approx(sigmoid(logit), abs=1e-5)
+    assert body["probability"] == pytest.approx(sigmoid(logit / 2.0), abs=1e-5)  # T = 2
+    assert body["positive"] == (body["probability"] >= 0.2)
+    assert body["operating_point"]["name"] == "high_sensitivity"
+
+
+def test_multipart_equals_raw(served: TestClient) -> None:
+    data = png_bytes(HALF)
+    raw = served.post("/classify/xray", content=data).json()
+    multi = served.post("/classify/xray", files={"file": ("x.png", data, "image/png")}).json()
+    assert raw["probability"] == multi["probability"]
+    assert raw["input"]["sha256"] == multi["input"]["sha256"]
+
+
+def test_request_errors(served: TestClient) -> None:
+    body = assert_problem(
+        served.post("/classify/xray?operating_point=nope", content=b"x"),
+        422,
+        "unknown_operating_point",
+    )
+    assert "balanced" in str(body["detail"]) and "high_sensitivity" in str(body["detail"])
+    assert_problem(served.post("/classify/xray", files={"other": ("a", b"1")}), 400, "bad_request")
+    assert_problem(
+        served.post(
+            "/classify/xray", content=b"--x\r\n", headers={"content-type": "multipart/form-data"}
+        ),
+        400,
+        "bad_request",
+    )
+    assert_problem(served.post("/classify/ct", content=b"x"), 503, "model_not_ready")
+    assert served.post("/classify/ct", content=b"x").headers["retry-after"]
+    assert_problem(
+        served.post("/segment/mri?mask_format=jpeg", content=b"x"), 422, "validation_error"
+    )
+
+
+def test_too_many_parts(served: TestClient) -> None:
+    files = [("file", (f"{i}.dcm", b"x", "application/dicom")) for i in range(3000)]
+    assert_problem(served.post("/classify/xray", files=files), 400, "bad_request")
+
+
+def test_inference_exception_is_a_bare_500_and_service_recovers(
+    served: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = served.app.state.registry.models["pneumonia_xray"]  # type: ignore[attr-defined]
+    original = entry.run
+    canary = "SECRET-DETAIL-XYZ"
+
+    def broken(batch: np.ndarray) -> np.ndarray:
+        entry.run = original
+        raise RuntimeError(canary)
+
+    entry.run = broken
+    resp = served.post("/classify/xray", content=png_bytes(HALF))
+    body = assert_problem(resp, 500, "internal_error")
+    assert canary not in resp.text and body["detail"] == "Internal server error"
+    err = capsys.readouterr().err
+    assert canary not in err and resp.headers["x-request-id"] in err
+    assert served.post("/classify/xray", content=png_bytes(HALF)).status_code == 200
+
+
+def test_segmentation_json(served: TestClient) -> None:
+    image = np.zeros((16, 24), np.uint8)
+    image[4:12, 6:18] = 255
+    resp = served.post("/segment/mri?mask_format=both", content=png_bytes(image))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    mask = body["mask"]
+    assert (mask["height"], mask["width"]) == (16, 24)
+    decoded = rle_decode(mask["rle"])
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask["png_base64"])))) == 255
+    assert np.array_equal(decoded, png)
+    truth = image == 255
+    dice = 2 * (decoded & truth).sum() / (decoded.sum() + truth.sum())
+    assert dice > 0.8
+    assert mask["area_px"] == int(decoded.sum())
+    x0, y0, x1, y1 = mask["bbox"]
+    assert abs(x0 - 6) <= 2 and abs(x1 - 17) <= 2 and abs(y0 - 4) <= 2 and abs(y1 - 11) <= 2
+    assert mask["centroid"] == pytest.approx([11.5, 7.5], abs=1.0)
+    assert mask["area_mm2"] is None and mask["centroid_mm"] is None
+    assert body["positive"] is True and body["label"] == "LESION"
+
+
+def test_segmentation_empty_and_formats(served: TestClient) -> None:
+    empty = np.full((10, 10), 7, np.uint8)  # flat: min-max gives all zeros -> no lesion
+    body = served.post("/segment/mri", content=png_bytes(empty)).json()
+    assert body["mask"]["area_px"] == 0 and body["mask"]["bbox"] is None
+    assert body["mask"]["rle"]["counts"] == [100] and body["mask"]["png_base64"] is None
+    assert body["positive"] is False
+    none = served.post("/segment/mri?mask_format=none", content=png_bytes(empty)).json()
+    assert none["mask"]["rle"] is None and none["mask"]["png_base64"] is None
+
+
+def test_segmentation_png_and_overlay(served: TestClient) -> None:
+    image = np.zeros((12, 12), np.uint8)
+    image[2:6, 2:6] = 255
+    resp = served.post("/segment/mri", content=png_bytes(image), headers={"Accept": "image/png"})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "image/png"
+    mask = np.asarray(Image.open(io.BytesIO(resp.content)))
+    assert mask.shape == (12, 12) and set(np.unique(mask)) <= {0, 255}
+    assert resp.headers["x-medserve-positive"] == "true"
+    over = served.post(
+        "/segment/mri?overlay=true", content=png_bytes(image), headers={"Accept": "image/png"}
+    )
+    rgb = np.asarray(Image.open(io.BytesIO(over.content)))
+    assert rgb.shape == (12, 12, 3) and (rgb == [255, 48, 48]).all(axis=2).any()
+
+
+def test_limiter_refuses_past_capacity() -> None:
+    limiter = InferenceLimiter(max_concurrent=1, max_queued=1, retry_after=3, metrics=Metrics())
+
+    async def scenario() -> None:
+        import threading
+
+        gate = threading.Event()
+        first = asyncio.create_task(limiter.run(gate.wait, 5))
+        second = asyncio.create_task(limiter.run(gate.wait, 5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded) as info:
+            await limiter.run(gate.wait, 5)
+        assert info.value.headers["Retry-After"] == "3"
+        gate.set()
+        assert await first and await second
+        assert limiter.pending == 0
+        assert await limiter.run(lambda: 42) == 42
+
+    asyncio.run(scenario())
