@@ -18,7 +18,7 @@ def assert_problem(response: object, status: int, code: str) -> dict[str, object
     assert response.status_code == status, response.text  # type: ignore[attr-defined]
     assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
     body: dict[str, object] = response.json()  # type: ignore[attr-defined]
-    assert PROBLEM_KEYS <= body.keys()
+    assert body.keys() >= PROBLEM_KEYS
     assert body["code"] == code and body["status"] == status
     assert body["type"] == f"urn:medserve:error:{code}"
     assert body["request_id"] == response.headers["x-request-id"]  # type: ignore[attr-defined]
