@@ -106,14 +106,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
-    app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(classify.router)
-    app.include_router(segment.router)
+    routers = (health.router, models.router, classify.router, segment.router)
+    for router in routers:
+        app.include_router(router)
 
     # add_middleware wraps: the last added is the outermost. Order of execution:
     # request context -> API key -> body limit -> app.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys])
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    routes = [route for router in routers for route in router.routes]
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=routes)
     return app

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge
@@ -31,9 +32,21 @@ PUBLIC_PREFIXES = ("/health/", "/metrics")
 class RequestContextMiddleware:
     """Request id (accepted or generated, returned), access log, metrics, last-resort 500."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = list(routes)
+
+    def _endpoint(self, scope: Scope) -> str:
+        """The route template (a bounded label set). A request answered before routing (401,
+        413) is matched against ``routes``; an unknown path is "unmatched"."""
+        route = scope.get("route")
+        if route is None:
+            for candidate in self.routes:
+                if candidate.matches(dict(scope))[0] != Match.NONE:
+                    route = candidate
+                    break
+        return getattr(route, "path", None) or "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,8 +77,7 @@ class RequestContextMiddleware:
                 await problem_response("internal_error")(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = self._endpoint(scope)
             self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(elapsed)
             log.info(

@@ -120,3 +120,11 @@ def test_import_app_main_does_not_import_tensorflow() -> None:
     code = "import sys, app.main; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_refusals_before_routing_are_counted_under_their_route(auth_client: TestClient) -> None:
+    auth_client.post("/classify/xray", content=b"x")
+    auth_client.get("/nowhere")
+    text = auth_client.get("/metrics").text
+    assert 'medserve_requests_total{endpoint="/classify/xray",status="401"} 1.0' in text
+    assert 'medserve_requests_total{endpoint="unmatched",status="401"} 1.0' in text
