@@ -1,0 +1,21 @@
+"""`medserve serve` validates its settings before starting anything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_invalid_settings_refuse_to_start() -> None:
+    env = {**os.environ, "MEDSERVE_MAX_UPLOAD_BYTES": "-5", "MEDSERVE_API_KEYS": "short"}
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "max_upload_bytes" in out.stderr
+    assert "short" not in out.stderr  # a rejected key is never printed
