@@ -74,8 +74,9 @@ def decode_volume(parts: Sequence[bytes], limits: DecodeLimits) -> Volume:
     anterior → posterior, axis 2 patient right → left; see ``types.Volume``), Hounsfield
     units for CT. ``spacing``: (slice, row, col) mm or None. Accepts one NIfTI (plain or
     gzipped), one zip of a DICOM series, one multi-frame DICOM, or several single-frame
-    DICOM parts of one series. Rasters, a single 2D DICOM and unknown bytes →
-    UnsupportedMediaType.
+    DICOM parts of one series. Rasters, a single 2D DICOM, unknown bytes and a zip without
+    any DICOM entry → UnsupportedMediaType (the upload is not a volume format); DICOM entries
+    or parts of which none holds pixel data → InvalidDicom.
     """
     nonempty = [p for p in parts if p]
     if not nonempty:
