@@ -18,6 +18,7 @@ from app.limiter import InferenceLimiter
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.openapi import install_openapi
 from app.problem import error_response, problem_response
 from app.registry import build_registry
 from app.routes import classify, health, models, segment
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (health.router, models.router, classify.router, segment.router)
     for router in routers:
         app.include_router(router)
+    install_openapi(app)
 
     # add_middleware wraps: the last added is the outermost. Order of execution:
     # request context -> API key -> body limit -> app.

@@ -55,10 +55,16 @@ def tiny_segmenter_onnx(path: Path) -> None:
     path.write_bytes(model.SerializeToString())
 
 
-def tiny_card(name: str, version: str, model_path: Path, **overrides: Any) -> dict[str, Any]:
+def tiny_card(
+    name: str,
+    version: str,
+    model_path: Path,
+    input_shape: tuple[int, ...] = (1, SIZE, SIZE, 1),
+    **overrides: Any,
+) -> dict[str, Any]:
     session = ort.InferenceSession(model_path.read_bytes(), providers=["CPUExecutionProvider"])
     probe = SelfTest(seed=7, expected_first=[0.0], expected_mean=0.0)
-    out = session.run(None, {"input": probe.make_input([1, SIZE, SIZE, 1])})[0].ravel()
+    out = session.run(None, {"input": probe.make_input(list(input_shape))})[0].ravel()
     card: dict[str, Any] = {
         "name": name,
         "version": version,
@@ -135,3 +141,54 @@ def write_tiny_model(
     card = tiny_card(name, version, folder / "model.onnx", **overrides)
     (folder / "model_card.json").write_text(json.dumps(card, indent=2))
     return folder
+
+
+def write_tiny_volume_classifier(root: Path, name: str = "covid_ct", version: str = "1.0.0") -> Path:
+    """A (N, 4, 4, 4, 1) → (N, 1) logit = mean(x) classifier with a volume card."""
+    folder = root / name / version
+    folder.mkdir(parents=True, exist_ok=True)
+    w = numpy_helper.from_array(np.full((64, 1), 1 / 64, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logit"]),
+        ],
+        "tiny_volume",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 4, 4, 4, 1])],
+        [helper.make_tensor_value_info("logit", TensorProto.FLOAT, [None, 1])],
+        initializer=[w, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    card = tiny_card(name, version, path, input_shape=(1, 4, 4, 4, 1))
+    card.update(
+        endpoint="/classify/ct",
+        modality="CT",
+        output={"labels": ["NEGATIVE", "COVID19"], "activation": "logit"},
+        input={
+            "layout": "NDHWC",
+            "shape": [None, 4, 4, 4, 1],
+            "preprocessing": {
+                "kind": "volume3d",
+                "size": [4, 4, 4],
+                "intensity": {"method": "window", "low": -1000, "high": 400},
+                "resize": "trilinear",
+            },
+        },
+    )
+    (folder / "model_card.json").write_text(json.dumps(card, indent=2))
+    return folder
+
+
+def write_tiny_suite(root: Path) -> Path:
+    """Tiny stand-ins under the four contract names, for tests about the HTTP layer itself."""
+    write_tiny_model(root, name="pneumonia_xray")
+    write_tiny_volume_classifier(root, name="covid_ct")
+    write_tiny_model(root, name="brain_tumor_mri", segmenter=True)
+    write_tiny_model(
+        root, name="phantom_tumor_xray", segmenter=True, endpoint="/segment/xray", modality="XR"
+    )
+    return root
