@@ -143,7 +143,9 @@ def write_tiny_model(
     return folder
 
 
-def write_tiny_volume_classifier(root: Path, name: str = "covid_ct", version: str = "1.0.0") -> Path:
+def write_tiny_volume_classifier(
+    root: Path, name: str = "covid_ct", version: str = "1.0.0"
+) -> Path:
     """A (N, 4, 4, 4, 1) → (N, 1) logit = mean(x) classifier with a volume card."""
     folder = root / name / version
     folder.mkdir(parents=True, exist_ok=True)
