@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.imaging.limits import DecodeLimits
@@ -59,17 +59,17 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _long_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        if any(len(k.get_secret_value()) < 16 for k in keys):
+            raise ValueError("every API key must be at least 16 characters long")
+        return keys
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _check(self) -> Settings:
-        for key in self.api_keys:
-            if len(key.get_secret_value()) < 16:
-                raise ValueError("every API key must be at least 16 characters long")
-        return self
 
     @property
     def decode_limits(self) -> DecodeLimits:

@@ -19,3 +19,17 @@ def test_invalid_settings_refuse_to_start() -> None:
     assert out.returncode == 2
     assert "max_upload_bytes" in out.stderr
     assert "short" not in out.stderr  # a rejected key is never printed
+
+
+def test_a_short_api_key_is_named_in_the_refusal() -> None:
+    env = {**os.environ, "MEDSERVE_API_KEYS": "short-key"}
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "api_keys" in out.stderr and "16 characters" in out.stderr
+    assert "short-key" not in out.stderr

@@ -1,0 +1,127 @@
+# medserve container image. Three stages:
+#
+#   builder      python:3.11-slim: the `serve` extra (binary wheels only) and a wheel of `app/`
+#                installed into /opt/venv. Nothing of this stage but /opt/venv and the models
+#                reaches the runtime image.
+#   integration  python:3.11-slim with pytest, httpx and the image libraries; runs
+#                tests/integration against a running service (compose profile `test`).
+#   runtime      python:3.11-slim + /opt/venv + models/. The default target (last stage).
+#
+#   docker build -t medserve .
+#   docker run --rm -p 127.0.0.1:8000:8000 --read-only --tmpfs /tmp \
+#              -e MEDSERVE_API_KEYS=<key> medserve
+#
+# Everything the service needs at run time is in the image; it writes nothing outside /tmp, so
+# it runs with a read-only root file system. See docs/deployment.md.
+
+############################################################################################
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+RUN python -m venv /opt/venv
+
+# The pinned `serve` dependencies first, read from pyproject.toml (one source of truth), as
+# binary wheels only: no compiler is needed or installed. This layer changes only with
+# pyproject.toml. The `train` extra (TensorFlow) and `dev` extra are never installed here.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(extras['serve']))" > /tmp/requirements-serve.txt \
+ && /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements-serve.txt
+
+# The service itself, as a wheel (README.md is the package's readme; training/ is not copied,
+# so the wheel holds `app` only).
+COPY README.md ./
+COPY app ./app
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
+ && /opt/venv/bin/pip install --no-deps /tmp/wheels/medserve-*.whl \
+ && /opt/venv/bin/pip check \
+ && /opt/venv/bin/python -m compileall -q -f --invalidation-mode unchecked-hash /opt/venv/lib \
+ && rm -rf /tmp/wheels /tmp/requirements-serve.txt
+
+# The demo models, made world-readable here so the runtime stage's COPY keeps the modes
+# whatever the umask of the checkout was.
+COPY models ./models
+RUN chmod -R u=rwX,go=rX ./models
+
+############################################################################################
+FROM python:3.11-slim AS integration
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+
+WORKDIR /work
+# Only what the black-box suite imports, at the versions pinned in pyproject.toml:
+# pytest and httpx (dev extra), numpy, pillow, pydicom, nibabel (serve extra). No TensorFlow.
+COPY pyproject.toml ./
+RUN python -c "import re, tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; want = {'pytest', 'httpx', 'numpy', 'pillow', 'pydicom', 'nibabel'}; print('\n'.join(r for r in extras['serve'] + extras['dev'] if re.match('[A-Za-z0-9_.-]+', r)[0].lower() in want))" > /tmp/requirements-integration.txt \
+ && pip install --only-binary=:all: -r /tmp/requirements-integration.txt \
+ && rm /tmp/requirements-integration.txt \
+ && groupadd --gid 10001 medserve \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin medserve
+
+COPY tests/__init__.py tests/__init__.py
+COPY tests/integration tests/integration
+
+USER 10001:10001
+ENV MEDSERVE_URL=http://api:8000
+CMD ["python", "-m", "pytest", "-p", "no:cacheprovider", "tests/integration", "-v"]
+
+############################################################################################
+FROM python:3.11-slim AS runtime
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="medserve" \
+      org.opencontainers.image.description="REST inference service for medical images (FastAPI + ONNX Runtime). Demo models trained on synthetic data; not a medical device." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim"
+
+# A fixed, unprivileged uid/gid, so host-side file permissions (a mounted models/) can be set
+# for it. No home directory; HOME points at the tmpfs.
+RUN groupadd --gid 10001 medserve \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin medserve
+
+# MEDSERVE_WORKERS: uvicorn worker processes (read by `medserve serve`).
+# MEDSERVE_ORT_INTRA_OP_THREADS: onnxruntime threads per model session; 0 = one per core the
+#   container may use. With several workers, set it to cores / workers.
+# PYTHONDONTWRITEBYTECODE: the byte code was compiled in the builder (unchecked-hash .pyc, valid
+#   whatever the file times); never write any at run time (the root file system is read-only).
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONFAULTHANDLER=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    MEDSERVE_MODEL_DIR=/app/models \
+    MEDSERVE_WORKERS=1 \
+    MEDSERVE_ORT_INTRA_OP_THREADS=0
+
+COPY --from=builder /opt/venv /opt/venv
+# Baked-in demo models (root-owned, read-only to the service). Mount a folder over
+# /app/models (-v ./models:/app/models:ro) to serve others without rebuilding.
+COPY --from=builder /src/models /app/models
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000
+STOPSIGNAL SIGTERM
+
+# Ready = every model loaded and passed its self-test. urllib, not curl (not in slim); no
+# proxy, whatever the environment says.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request as u; r = u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8000/health/ready', timeout=4); sys.exit(0 if r.status == 200 else 1)"]
+
+CMD ["medserve", "serve", "--host", "0.0.0.0", "--port", "8000"]

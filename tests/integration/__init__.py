@@ -1,0 +1,1 @@
+"""Black-box integration suite: speaks only HTTP to a running medserve (see conftest.py)."""
