@@ -100,6 +100,7 @@ RUN groupadd --gid 10001 medserve \
 # PYTHONDONTWRITEBYTECODE: the byte code was compiled in the builder (unchecked-hash .pyc, valid
 #   whatever the file times); never write any at run time (the root file system is read-only).
 ENV PATH="/opt/venv/bin:${PATH}" \
+    ORT_DISABLE_TELEMETRY=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONFAULTHANDLER=1 \
