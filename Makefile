@@ -43,5 +43,17 @@ format: $(VENV)/.all-installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## Train the demo model(s) on synthetic data into models/ (CPU, about 10-15 minutes).
+## Generated data go to data/ (git-ignored); the test set uses a different seed.
+PNEUMONIA_DATA ?= data/pneumonia_xray
+PNEUMONIA_TEST ?= data/pneumonia_xray_test
+models: $(VENV)/.all-installed
+	$(BIN)/medserve-train synth pneumonia --out $(PNEUMONIA_DATA) --n 2400 --seed 1 --overwrite
+	$(BIN)/medserve-train synth pneumonia --out $(PNEUMONIA_TEST) --n 500 --seed 2 \
+		--test-fraction 0.9 --overwrite
+	$(BIN)/medserve-train train pneumonia --data $(PNEUMONIA_DATA) --test-data $(PNEUMONIA_TEST) \
+		--out models --version 1.0.0 --arch cnn --width 0.5 --size 128 --channels 1 \
+		--epochs 25 --patience 6 --batch-size 32 --seed 1 --synthetic --overwrite
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

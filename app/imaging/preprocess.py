@@ -72,10 +72,19 @@ def resize2d(plane: np.ndarray, size: tuple[int, int], method: str) -> np.ndarra
 
 
 def resize_depth(volume: np.ndarray, depth: int) -> np.ndarray:
-    """(S, H, W) → (depth, H, W) by linear interpolation between slice centres."""
+    """(S, H, W) → (depth, H, W) by linear interpolation between slice centres.
+
+    When slices are removed (S > depth) the linear (triangle) kernel is widened by S / depth,
+    as Pillow's bilinear resize does in-plane, so every source slice contributes (like a
+    thicker reconstruction). Plain interpolation would read two slices per output and skip the
+    rest: a thin-slice series (300 × 1 mm) would reach a model trained on thick slices as a
+    sparse, noisy sample of itself.
+    """
     slices = volume.shape[0]
     if slices == depth:
         return volume
+    if slices > depth:
+        return _shrink_depth(volume, depth)
     pos = (np.arange(depth, dtype=np.float64) + 0.5) * (slices / depth) - 0.5
     pos = np.clip(pos, 0, slices - 1)
     i0 = np.floor(pos).astype(np.int64)
@@ -83,6 +92,19 @@ def resize_depth(volume: np.ndarray, depth: int) -> np.ndarray:
     w = (pos - i0).astype(np.float32)[:, None, None]
     out: np.ndarray = volume[i0] * (1 - w) + volume[i1] * w
     return out
+
+
+def _shrink_depth(volume: np.ndarray, depth: int) -> np.ndarray:
+    """(S, H, W) → (depth, H, W), S > depth: triangle kernel of half-width S / depth slices
+    centred on each output slice, weights normalised over the slices that exist."""
+    slices = volume.shape[0]
+    scale = slices / depth
+    centres = (np.arange(depth, dtype=np.float64) + 0.5) * scale - 0.5
+    taps = np.arange(slices, dtype=np.float64)
+    weights = np.maximum(0.0, 1.0 - np.abs(taps[None, :] - centres[:, None]) / scale)
+    weights /= weights.sum(axis=1, keepdims=True)
+    out: np.ndarray = np.tensordot(weights.astype(np.float32), volume, axes=(1, 0))
+    return out.astype(np.float32, copy=False)
 
 
 def _to_layout(x: np.ndarray, layout: str, channels: int) -> np.ndarray:
