@@ -20,9 +20,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DATASETS = ("pneumonia", "brain_mri")
 DATASETS += ("phantom",)  # training/phantom_cli.py
+DATASETS += ("covid_ct",)  # training/covid_ct_cli.py
 
 
 def _synth(args: argparse.Namespace) -> int:
+    if args.dataset == "covid_ct":
+        from training import covid_ct_cli
+
+        return covid_ct_cli.synth(args)
     if args.dataset == "phantom":
         from training import phantom_cli
 
@@ -45,6 +50,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.dataset == "covid_ct":
+        from training import covid_ct_cli
+
+        return covid_ct_cli.train(args)
     if args.dataset == "phantom":
         from training import phantom_cli
 
@@ -92,6 +101,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.dataset == "covid_ct":
+        from training import covid_ct_cli
+
+        return covid_ct_cli.evaluate(args)
     if args.dataset == "phantom":
         from training import phantom_cli
 
@@ -165,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     from training import phantom_cli
 
     phantom_cli.add_arguments(parser)  # phantom options (after the segmentation ones)
+    from training import covid_ct_cli
+
+    covid_ct_cli.add_arguments(parser)  # covid_ct options
     return parser
 
 

@@ -1,0 +1,72 @@
+"""Builders: each architecture builds at a tiny size; the default round-trips through .keras and
+through ONNX (the export refuses a graph that disagrees with Keras)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+keras = pytest.importorskip("keras")
+
+from training import export  # noqa: E402
+from training.models import ARCHITECTURES, DEFAULT_ARCH, get_builder  # noqa: E402
+
+SHAPE = (32, 32, 1)
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # tf2onnx's np.object probe
+
+
+def _batch(n: int = 4, shape: tuple[int, ...] = SHAPE, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (n, *shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_each_architecture_builds_with_one_logit(arch: str) -> None:
+    options = {"weights": "none"} if arch == "efficientnetb0" else {}
+    model = get_builder(arch)(SHAPE, **options)
+    assert model.input_shape == (None, *SHAPE)
+    out = np.asarray(model(_batch(2), training=False))
+    assert out.shape == (2, 1) and np.all(np.isfinite(out))
+    assert model.layers[-1].get_config()["activation"] == "linear"  # a logit, no sigmoid
+
+
+def test_cnn_sizes_are_arguments() -> None:
+    build = get_builder("cnn")
+    slim = build((64, 48, 3), width=0.25, blocks=3, dense_units=(16, 8), dropouts=(0.1, 0.1))
+    assert slim.input_shape == (None, 64, 48, 3)
+    assert slim.count_params() < build((64, 48, 3)).count_params()
+
+
+def test_unknown_arch() -> None:
+    with pytest.raises(ValueError, match="unknown architecture"):
+        get_builder("resnet9000")
+
+
+def test_default_saves_reloads_and_matches_onnx(tmp_path: Path) -> None:
+    model = get_builder(DEFAULT_ARCH)(SHAPE, width=0.25)
+    x = _batch(6, seed=1)
+    before = model.predict(x, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), before)
+
+    worst = export.export_onnx(model, tmp_path / "model.onnx", [x, _batch(3, seed=2)])
+    assert worst <= export.ONNX_ATOL
+    run = export.onnx_runner(export.onnx_session(tmp_path / "model.onnx"))
+    np.testing.assert_allclose(run(x), before, atol=1e-4)
+
+
+def test_export_refuses_a_disagreeing_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = get_builder(DEFAULT_ARCH)(SHAPE, width=0.25)
+    real = export.onnx_runner
+    monkeypatch.setattr(export, "onnx_runner", lambda s: lambda b: real(s)(b) + 1e-3)
+    with pytest.raises(export.ExportMismatch):
+        export.export_onnx(model, tmp_path / "model.onnx", [_batch(2)])
+    assert not (tmp_path / "model.onnx").exists()

@@ -1,0 +1,1 @@
+"""Loaders, one per data-set layout: decode through ``app.imaging``, split by patient."""

@@ -1,0 +1,188 @@
+"""Export a trained Keras model as a service artifact: ``OUT/<name>/<version>/``.
+
+Generic for every slice. The artifact is assembled in a staging folder and moved into place only
+when complete and verified, so a failed export never leaves a half-written version folder:
+
+- ``model.onnx`` (``model.export(format="onnx")``), checked against Keras on real and random
+  batches: more than ``ONNX_ATOL`` apart and nothing is written (``ExportMismatch``);
+- ``saved_model/`` (``format="tf_saved_model"``; git-ignored);
+- the report plots and ``model_card.json`` (validated against ``app.imaging.card.ModelCard``),
+  whose ``files`` lists the sha256 of ``model.onnx`` and of every plot, and whose ``self_test``
+  holds the ONNX output on the seeded input the registry regenerates at load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, SelfTest, sha256_file
+
+ONNX_ATOL = 1e-4
+SELF_TEST_SEED = 1234
+SELF_TEST_VALUES = 8
+
+
+class ExportMismatch(RuntimeError):
+    """Keras and onnxruntime disagree on the same batch: the artifact is refused."""
+
+
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime session configured like the service's (same graph optimisations)."""
+    import onnxruntime as ort
+
+    from app.config import Settings
+    from app.registry import session_options
+
+    return ort.InferenceSession(
+        str(path), sess_options=session_options(Settings()), providers=["CPUExecutionProvider"]
+    )
+
+
+def onnx_runner(session: Any) -> Callable[[np.ndarray], np.ndarray]:
+    name = session.get_inputs()[0].name
+    return lambda batch: np.asarray(session.run(None, {name: np.asarray(batch, np.float32)})[0])
+
+
+def export_onnx(
+    model: Any, path: Path, batches: Sequence[np.ndarray], atol: float = ONNX_ATOL
+) -> float:
+    """Write ``model`` to ``path`` as ONNX and check it against Keras on every batch.
+
+    Returns the largest absolute difference; raises ``ExportMismatch`` (and deletes the file)
+    when it exceeds ``atol``.
+    """
+    first = np.asarray(batches[0], np.float32)
+    model(first, training=False)  # build every layer on a real batch before tracing
+    model.export(str(path), format="onnx", verbose=False)
+    run = onnx_runner(onnx_session(path))
+    worst = 0.0
+    for batch in batches:
+        batch = np.asarray(batch, np.float32)
+        ref = np.asarray(model.predict(batch, verbose=0), np.float64)
+        got = np.asarray(run(batch), np.float64)
+        if ref.shape != got.shape:
+            path.unlink(missing_ok=True)
+            raise ExportMismatch(f"output shapes differ: keras {ref.shape}, onnx {got.shape}")
+        worst = max(worst, float(np.max(np.abs(ref - got))))
+    if not np.isfinite(worst) or worst > atol:
+        path.unlink(missing_ok=True)
+        raise ExportMismatch(f"keras and onnxruntime outputs differ by {worst:.3g} (> {atol:g})")
+    return worst
+
+
+def make_self_test(
+    session: Any, input_shape: Sequence[int | None], seed: int = SELF_TEST_SEED
+) -> SelfTest:
+    """Run the seeded self-test input (batch 1) through ONNX and record what came out."""
+    probe = SelfTest(seed=seed, low=0.0, high=1.0, expected_first=[0.0], expected_mean=0.0)
+    shape = [1 if s is None else int(s) for s in input_shape]
+    out = onnx_runner(session)(probe.make_input(shape)).astype(np.float64).ravel()
+    return SelfTest(
+        seed=seed,
+        low=0.0,
+        high=1.0,
+        expected_first=[float(v) for v in out[:SELF_TEST_VALUES]],
+        expected_mean=float(out.mean()),
+        atol=1e-3,
+    )
+
+
+def framework_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    return out
+
+
+def code_revision() -> str | None:
+    """``git rev-parse HEAD`` of the source tree (None outside git); ``+dirty`` if modified."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Staging:
+    """A temporary folder in ``out_root`` (hidden: the registry skips names starting with a dot),
+    moved into ``out_root/<name>/<version>`` by ``commit``."""
+
+    def __init__(self, out_root: Path, name: str, version: str) -> None:
+        self.final = Path(out_root) / name / version
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f".staging-{name}-{version}-", dir=out_root))
+
+    def commit(self, overwrite: bool) -> Path:
+        if self.final.exists():
+            if not overwrite:
+                raise FileExistsError(f"{self.final} exists (use --overwrite)")
+            shutil.rmtree(self.final)
+        self.dir.rename(self.final)
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf (e.g. an AUC on a one-class split) become None: JSON has no NaN."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_card(
+    staging_dir: Path,
+    card_fields: dict[str, Any],
+    file_names: Sequence[str],
+    session: Any,
+) -> ModelCard:
+    """Hash ``model.onnx`` and ``file_names``, compute the self-test, validate, write the card."""
+    files = {MODEL_FILE: sha256_file(staging_dir / MODEL_FILE)}
+    for fname in file_names:
+        files[fname] = sha256_file(staging_dir / fname)
+    shape = card_fields["input"]["shape"]
+    fields = {
+        **card_fields,
+        "files": files,
+        "self_test": make_self_test(session, shape).model_dump(),
+    }
+    card = ModelCard.model_validate(fields)
+    text = json.dumps(card.model_dump(mode="json"), indent=2, allow_nan=False)
+    (staging_dir / CARD_FILE).write_text(text + "\n")
+    return card
+
+
+def export_saved_model(model: Any, staging_dir: Path) -> Path:
+    path = staging_dir / "saved_model"
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
