@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -10,6 +11,16 @@ from app.config import Settings
 from app.limiter import InferenceLimiter
 from app.metrics import Metrics
 from app.registry import Registry
+
+
+@dataclass(frozen=True)
+class Services:
+    """What an inference route needs: the models, the settings, the queue, the metrics."""
+
+    registry: Registry
+    settings: Settings
+    limiter: InferenceLimiter
+    metrics: Metrics
 
 
 def get_registry(request: Request) -> Registry:
@@ -24,11 +35,12 @@ def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, request.app.state.metrics)
 
 
-def get_limiter(request: Request) -> InferenceLimiter:
-    return cast(InferenceLimiter, request.app.state.limiter)
+def get_services(request: Request) -> Services:
+    state = request.app.state
+    return Services(state.registry, state.settings, state.limiter, state.metrics)
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-LimiterDep = Annotated[InferenceLimiter, Depends(get_limiter)]
+ServicesDep = Annotated[Services, Depends(get_services)]

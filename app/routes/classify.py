@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.deps import LimiterDep, MetricsDep, RegistryDep, SettingsDep
+from app.deps import ServicesDep
 from app.pipeline import classify
 from app.routes.common import (
     ERROR_RESPONSES,
     UPLOAD_BODY,
+    OperatingPointQuery,
     accept,
     decision_fields,
     input_info,
@@ -22,69 +21,47 @@ from app.schemas import ClassificationResponse, Timing
 
 router = APIRouter(tags=["classification"])
 
-OperatingPointQuery = Annotated[
-    str | None,
-    Query(max_length=64, description="One of the model's operating points (default: the card's)"),
-]
 
+def _add_classifier(path: str, model: str, description: str) -> None:
+    """Register ``POST path`` serving the classifier ``model``."""
 
-async def _classify(
-    request: Request,
-    model: str,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    limiter: LimiterDep,
-    metrics: MetricsDep,
-    operating_point: str | None,
-) -> Response:
-    entry, point, parts = await accept(request, registry, settings, model, operating_point)
-    result = await limiter.run(classify, entry, parts, point, settings.decode_limits, metrics)
-    body = ClassificationResponse(
-        request_id=request.scope["state"]["request_id"],
-        model=model_ref(entry),
-        input=input_info(result.item, result.upload_sha256),
-        warnings=warnings_out(result.warnings),
-        timing_ms=Timing(**result.timing_ms),
-        **decision_fields(result.decision),
+    async def endpoint(
+        request: Request, services: ServicesDep, operating_point: OperatingPointQuery = None
+    ) -> Response:
+        entry, point, parts = await accept(request, services, model, operating_point)
+        settings = services.settings
+        result = await services.limiter.run(
+            classify, entry, parts, point, settings.decode_limits, services.metrics
+        )
+        body = ClassificationResponse(
+            request_id=request.scope["state"]["request_id"],
+            model=model_ref(entry),
+            input=input_info(result.item, result.upload_sha256),
+            warnings=warnings_out(result.warnings),
+            timing_ms=Timing(**result.timing_ms),
+            **decision_fields(result.decision),
+        )
+        return Response(body.model_dump_json(), media_type="application/json")
+
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        name=f"classify_{model}",
+        description=description,
+        response_model=ClassificationResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra=UPLOAD_BODY,
     )
-    return Response(body.model_dump_json(), media_type="application/json")
 
 
-@router.post(
+_add_classifier(
     "/classify/xray",
-    response_model=ClassificationResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=UPLOAD_BODY,
+    "pneumonia_xray",
+    "Pneumonia from a chest X-ray (PNG, JPEG, TIFF 8/16-bit, DICOM CR/DX).",
 )
-async def classify_xray(
-    request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    limiter: LimiterDep,
-    metrics: MetricsDep,
-    operating_point: OperatingPointQuery = None,
-) -> Response:
-    """Pneumonia from a chest X-ray (PNG, JPEG, TIFF 8/16-bit, DICOM CR/DX)."""
-    return await _classify(
-        request, "pneumonia_xray", registry, settings, limiter, metrics, operating_point
-    )
-
-
-@router.post(
+_add_classifier(
     "/classify/ct",
-    response_model=ClassificationResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=UPLOAD_BODY,
+    "covid_ct",
+    "COVID-19 from a chest CT volume (NIfTI, zipped DICOM series, DICOM slices, multi-frame).",
 )
-async def classify_ct(
-    request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    limiter: LimiterDep,
-    metrics: MetricsDep,
-    operating_point: OperatingPointQuery = None,
-) -> Response:
-    """COVID-19 from a chest CT volume (NIfTI, zipped DICOM series, DICOM slices, multi-frame)."""
-    return await _classify(
-        request, "covid_ct", registry, settings, limiter, metrics, operating_point
-    )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from starlette.requests import Request
 
-from app.config import Settings
+from app.deps import Services
 from app.imaging.postprocess import Decision, resolve_operating_point
 from app.imaging.types import Image2D, Volume
-from app.registry import ModelEntry, Registry
+from app.registry import ModelEntry
 from app.schemas import InputInfo, ModelRef, OperatingPointOut, Problem, WarningOut
 from app.upload import read_upload
 
@@ -64,16 +65,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+OperatingPointQuery = Annotated[
+    str | None,
+    Query(max_length=64, description="One of the model's operating points (default: the card's)"),
+]
+
+
 async def accept(
-    request: Request,
-    registry: Registry,
-    settings: Settings,
-    model: str,
-    operating_point: str | None,
+    request: Request, services: Services, model: str, operating_point: str | None
 ) -> tuple[ModelEntry, str, list[bytes]]:
     """Checks that need no body (model ready, operating point), then the upload itself."""
     request.scope.setdefault("state", {})["model"] = model
-    entry = registry.ready_model(model, settings.retry_after_seconds)
+    settings = services.settings
+    entry = services.registry.ready_model(model, settings.retry_after_seconds)
     assert entry.card is not None
     point_name, _ = resolve_operating_point(entry.card, operating_point)
     parts = await read_upload(request, settings.max_upload_parts)

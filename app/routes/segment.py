@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.deps import LimiterDep, MetricsDep, RegistryDep, SettingsDep
+from app.deps import ServicesDep
 from app.pipeline import Segmented, segment
 from app.registry import ModelEntry
-from app.routes.classify import OperatingPointQuery
 from app.routes.common import (
     ERROR_RESPONSES,
     UPLOAD_BODY,
+    OperatingPointQuery,
     accept,
     decision_fields,
     input_info,
@@ -75,36 +75,6 @@ def _json(request: Request, entry: ModelEntry, result: Segmented) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-async def _segment(
-    request: Request,
-    model: str,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    limiter: LimiterDep,
-    metrics: MetricsDep,
-    operating_point: str | None,
-    mask_format: MaskFormat,
-    overlay: bool,
-) -> Response:
-    entry, point, parts = await accept(request, registry, settings, model, operating_point)
-    png = wants_png(request)
-    encodings = (
-        frozenset({"overlay_bytes" if overlay else "png_bytes"}) if png else _ENCODINGS[mask_format]
-    )
-    result = await limiter.run(
-        segment, entry, parts, point, encodings, settings.decode_limits, metrics
-    )
-    if png:
-        data = result.encoded["overlay_bytes" if overlay else "png_bytes"]
-        headers = {
-            "X-Medserve-Probability": f"{result.decision.probability:.6f}",
-            "X-Medserve-Positive": "true" if result.decision.positive else "false",
-            "X-Medserve-Area-Px": str(result.summary.area_px),
-        }
-        return Response(data, media_type="image/png", headers=headers)
-    return _json(request, entry, result)
-
-
 MaskFormatQuery = Annotated[
     MaskFormat, Query(description="How the mask is returned in JSON: rle, png, both or none")
 ]
@@ -113,61 +83,55 @@ OverlayQuery = Annotated[
 ]
 
 
-@router.post(
+def _add_segmenter(path: str, model: str, description: str) -> None:
+    """Register ``POST path`` serving the segmenter ``model``."""
+
+    async def endpoint(
+        request: Request,
+        services: ServicesDep,
+        operating_point: OperatingPointQuery = None,
+        mask_format: MaskFormatQuery = "rle",
+        overlay: OverlayQuery = False,
+    ) -> Response:
+        entry, point, parts = await accept(request, services, model, operating_point)
+        png = wants_png(request)
+        if png:
+            encodings = frozenset({"overlay_bytes" if overlay else "png_bytes"})
+        else:
+            encodings = _ENCODINGS[mask_format]
+        limits = services.settings.decode_limits
+        result = await services.limiter.run(
+            segment, entry, parts, point, encodings, limits, services.metrics
+        )
+        if png:
+            data = result.encoded["overlay_bytes" if overlay else "png_bytes"]
+            headers = {
+                "X-Medserve-Probability": f"{result.decision.probability:.6f}",
+                "X-Medserve-Positive": "true" if result.decision.positive else "false",
+                "X-Medserve-Area-Px": str(result.summary.area_px),
+            }
+            return Response(data, media_type="image/png", headers=headers)
+        return _json(request, entry, result)
+
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        name=f"segment_{model}",
+        description=description,
+        response_model=SegmentationResponse,
+        responses=_PNG_RESPONSES,
+        openapi_extra=UPLOAD_BODY,
+    )
+
+
+_add_segmenter(
     "/segment/mri",
-    response_model=SegmentationResponse,
-    responses=_PNG_RESPONSES,
-    openapi_extra=UPLOAD_BODY,
+    "brain_tumor_mri",
+    "Brain-tumour (FLAIR abnormality) mask on one MRI slice: PNG, TIFF, JPEG, DICOM MR.",
 )
-async def segment_mri(
-    request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    limiter: LimiterDep,
-    metrics: MetricsDep,
-    operating_point: OperatingPointQuery = None,
-    mask_format: MaskFormatQuery = "rle",
-    overlay: OverlayQuery = False,
-) -> Response:
-    """Brain-tumour (FLAIR abnormality) mask on one MRI slice: PNG, TIFF, JPEG, DICOM MR."""
-    return await _segment(
-        request,
-        "brain_tumor_mri",
-        registry,
-        settings,
-        limiter,
-        metrics,
-        operating_point,
-        mask_format,
-        overlay,
-    )
-
-
-@router.post(
+_add_segmenter(
     "/segment/xray",
-    response_model=SegmentationResponse,
-    responses=_PNG_RESPONSES,
-    openapi_extra=UPLOAD_BODY,
+    "phantom_tumor_xray",
+    "Tumour mask and centroid on a 16-bit X-ray of a phantom: 16-bit PNG/TIFF, DICOM.",
 )
-async def segment_xray(
-    request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    limiter: LimiterDep,
-    metrics: MetricsDep,
-    operating_point: OperatingPointQuery = None,
-    mask_format: MaskFormatQuery = "rle",
-    overlay: OverlayQuery = False,
-) -> Response:
-    """Tumour mask and centroid on a 16-bit X-ray of a phantom: 16-bit PNG/TIFF, DICOM."""
-    return await _segment(
-        request,
-        "phantom_tumor_xray",
-        registry,
-        settings,
-        limiter,
-        metrics,
-        operating_point,
-        mask_format,
-        overlay,
-    )

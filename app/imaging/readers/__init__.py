@@ -100,10 +100,9 @@ def decode_volume(parts: Sequence[bytes], limits: DecodeLimits) -> Volume:
         if not entries:
             raise UnsupportedMediaType("zip holds no DICOM file; " + _VOLUME)
         datasets = []
-        for entry in entries:
-            datasets.append(read_dataset(entry))
-            del entry
-        entries.clear()
+        entries.reverse()
+        while entries:  # each entry's bytes are dropped as soon as it is parsed
+            datasets.append(read_dataset(entries.pop()))
         return decode_series(datasets, limits)
     if kind == "dicom":
         ds = read_dataset(data)

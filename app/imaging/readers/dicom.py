@@ -56,9 +56,13 @@ def read_dataset(data: bytes) -> Dataset:
     quote the input) is dropped.
     """
     try:
-        return pydicom.dcmread(BytesIO(data), force=True)
+        ds = pydicom.dcmread(BytesIO(data), force=True)
     except Exception:
         raise InvalidDicom("data is not parseable as DICOM") from None
+    # pydicom keeps the source stream, which would keep the upload's bytes alive next to the
+    # parsed element values (a whole series twice over); every value is already read.
+    ds.buffer = None
+    return ds
 
 
 def has_pixels(ds: Dataset) -> bool:
