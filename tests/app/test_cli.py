@@ -7,29 +7,25 @@ import subprocess
 import sys
 
 
-def test_invalid_settings_refuse_to_start() -> None:
-    env = {**os.environ, "MEDSERVE_MAX_UPLOAD_BYTES": "-5", "MEDSERVE_API_KEYS": "short"}
-    out = subprocess.run(
+def _serve_with(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "app.cli", "serve", "--port", "1"],
-        env=env,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_invalid_settings_refuse_to_start() -> None:
+    out = _serve_with(MEDSERVE_MAX_UPLOAD_BYTES="-5", MEDSERVE_API_KEYS="short")
     assert out.returncode == 2
     assert "max_upload_bytes" in out.stderr
     assert "short" not in out.stderr  # a rejected key is never printed
 
 
 def test_a_short_api_key_is_named_in_the_refusal() -> None:
-    env = {**os.environ, "MEDSERVE_API_KEYS": "short-key"}
-    out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--port", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _serve_with(MEDSERVE_API_KEYS="short-key")
     assert out.returncode == 2
     assert "api_keys" in out.stderr and "16 characters" in out.stderr
     assert "short-key" not in out.stderr
