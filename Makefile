@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow lint format models bench clean
+.PHONY: run test test-slow lint format models models-ct models-brain bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or PYTHON=..."; exit 1; }
@@ -47,6 +47,9 @@ format: $(VENV)/.all-installed
 ## Generated data go to data/ (git-ignored); the test set uses a different seed.
 PNEUMONIA_DATA ?= data/pneumonia_xray
 PNEUMONIA_TEST ?= data/pneumonia_xray_test
+models: models-ct
+models: models-brain
+models: models-phantom
 models: $(VENV)/.all-installed
 	$(BIN)/medserve-train synth pneumonia --out $(PNEUMONIA_DATA) --n 2400 --seed 1 --overwrite
 	$(BIN)/medserve-train synth pneumonia --out $(PNEUMONIA_TEST) --n 500 --seed 2 \
@@ -54,6 +57,46 @@ models: $(VENV)/.all-installed
 	$(BIN)/medserve-train train pneumonia --data $(PNEUMONIA_DATA) --test-data $(PNEUMONIA_TEST) \
 		--out models --version 1.0.0 --arch cnn --width 0.5 --size 128 --channels 1 \
 		--epochs 25 --patience 6 --batch-size 32 --seed 1 --synthetic --overwrite
+
+## COVID-19 chest CT (covid_ct): CT-0 vs CT-2+CT-3 volumes at 128 px, a 3D CNN at 32x64x64
+## (about 15-20 minutes on 2 CPU cores); the held-out test set uses another seed.
+COVID_CT_DATA ?= data/covid_ct
+COVID_CT_TEST ?= data/covid_ct_test
+models-ct: $(VENV)/.all-installed
+	$(BIN)/medserve-train synth covid_ct --out $(COVID_CT_DATA) --n 900 --seed 1 \
+		--volume-size 128 --categories CT-0 CT-2 CT-3 --preview docs/covid_ct_preview.png --overwrite
+	$(BIN)/medserve-train synth covid_ct --out $(COVID_CT_TEST) --n 400 --seed 2 \
+		--volume-size 128 --categories CT-0 CT-2 CT-3 --overwrite
+	$(BIN)/medserve-train train covid_ct --data $(COVID_CT_DATA) --test-data $(COVID_CT_TEST) \
+		--out models --version 1.0.0 --volume-shape 32 64 64 --width 0.5 --epochs 15 \
+		--patience 5 --batch-size 8 --seed 1 --threads 2 --synthetic --overwrite
+
+## Brain MRI FLAIR lesion segmentation (brain_tumor_mri): a slim U-Net (4 levels, 16 base
+## filters) at 128x128 on 1800 synthetic kaggle_3m slices; the held-out test set uses another seed.
+BRAIN_DATA ?= data/brain_mri
+BRAIN_TEST ?= data/brain_mri_test
+models-brain: $(VENV)/.all-installed
+	$(BIN)/medserve-train synth brain_mri --out $(BRAIN_DATA) --n 1800 --seed 1 --overwrite
+	$(BIN)/medserve-train synth brain_mri --out $(BRAIN_TEST) --n 500 --seed 2 --overwrite
+	$(BIN)/medserve-train train brain_mri --data $(BRAIN_DATA) --test-data $(BRAIN_TEST) \
+		--out models --version 1.0.0 --size 128 --base-filters 16 --depth 4 --dropout 0.1 \
+		--loss bce_dice --epochs 12 --patience 4 --batch-size 16 --seed 1 --threads 2 \
+		--synthetic --overwrite
+
+## X-ray phantom tumour tracking (phantom_tumor_xray): 16-bit 768x1024 frames, a slim ResNet-18
+## segmenter at 192x256; first the window-vs-percentile normalisation study (at 96x128), then
+## the demo model (about 20-25 minutes on 2 CPU cores); the held-out test set uses another seed.
+PHANTOM_DATA ?= data/phantom_xray
+PHANTOM_TEST ?= data/phantom_xray_test
+models-phantom: $(VENV)/.all-installed
+	$(BIN)/medserve-train synth phantom --out $(PHANTOM_DATA) --n 360 --seed 1 --overwrite
+	$(BIN)/medserve-train synth phantom --out $(PHANTOM_TEST) --n 120 --seed 2 --overwrite
+	$(BIN)/python -m training.phantom_pipeline study --data $(PHANTOM_DATA) \
+		--out runs/phantom_norm_study/study.json --input-size 96 128 --epochs 12 --seed 1
+	$(BIN)/medserve-train train phantom --data $(PHANTOM_DATA) --test-data $(PHANTOM_TEST) \
+		--out models --version 1.0.0 --input-size 192 256 --base-filters 16 --depth 4 \
+		--normalisation percentile --normalisation-study runs/phantom_norm_study/study.json \
+		--epochs 16 --patience 6 --batch-size 8 --seed 1 --threads 2 --synthetic --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
