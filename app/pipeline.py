@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from app.imaging.conformance import conformance_warnings
 from app.imaging.encode import mask_png, overlay_png, rle_encode
 from app.imaging.limits import DecodeLimits
@@ -74,6 +76,26 @@ def decode_for(entry: ModelEntry, parts: Sequence[bytes], limits: DecodeLimits) 
     return decode_image(parts, limits, apply_voi_lut=prep.apply_voi_lut)
 
 
+def _run(
+    entry: ModelEntry,
+    parts: Sequence[bytes],
+    limits: DecodeLimits,
+    metrics: Metrics,
+    timer: Timer,
+) -> tuple[Image2D | Volume, np.ndarray]:
+    """decode → preprocess → session.run, each stage timed; the input and the raw output."""
+    card = entry.card
+    assert card is not None
+    item = decode_for(entry, parts, limits)
+    timer.lap("decode")
+    batch = preprocess(item, card.input.preprocessing, card.input.layout)
+    timer.lap("preprocess")
+    output = entry.run(batch)
+    timer.lap("inference")
+    metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
+    return item, output
+
+
 def classify(
     entry: ModelEntry,
     parts: Sequence[bytes],
@@ -85,13 +107,7 @@ def classify(
     card = entry.card
     assert card is not None
     timer = Timer()
-    item = decode_for(entry, parts, limits)
-    timer.lap("decode")
-    batch = preprocess(item, card.input.preprocessing, card.input.layout)
-    timer.lap("preprocess")
-    output = entry.run(batch)
-    timer.lap("inference")
-    metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
+    item, output = _run(entry, parts, limits, metrics, timer)
     decision = decide(classification_logit(output, card), card, operating_point)
     warnings = conformance_warnings(item, card)
     timer.lap("postprocess")
@@ -122,14 +138,8 @@ def segment(
     card = entry.card
     assert card is not None and card.pixel_threshold is not None
     timer = Timer()
-    item = decode_for(entry, parts, limits)
+    item, output = _run(entry, parts, limits, metrics, timer)
     assert isinstance(item, Image2D)
-    timer.lap("decode")
-    batch = preprocess(item, card.input.preprocessing, card.input.layout)
-    timer.lap("preprocess")
-    output = entry.run(batch)
-    timer.lap("inference")
-    metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
     probs = probability_map(output, card)
     decision = decide(lesion_logit(probs), card, operating_point)
     summary = summarize_mask(mask_at(probs, item.shape, card.pixel_threshold), item.spacing)
