@@ -56,8 +56,8 @@ The whole run
     a ``training.pipeline.RunInfo``, ``conformance`` a dict for the card's ``conformance``.
     ``export_segmentation_artifact(*, result, ...)`` is everything after training, for a
     ``TrainResult`` (``result_from_checkpoint(build_fn, run_dir, config)`` rebuilds one from a
-    finished run's best weights). Operating points come from ``training.calibrate`` with ties
-    broken by ``refine_operating_points`` (see there).
+    finished run's best weights). Operating points come from ``training.calibrate`` (ordered:
+    high_sensitivity ≤ balanced ≤ high_specificity).
     ``evaluate_segmentation_artifact(model_dir, split)`` re-checks an exported artifact on a
     split through the service's registry (sha256, self-test) and ONNX.
 
@@ -74,7 +74,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ import numpy as np
 from app.imaging.card import MODEL_FILE, Preprocessing
 from app.imaging.postprocess import lesion_logit, mask_at, probability_map
 from app.imaging.preprocess import resize2d
-from training.calibrate import CalibrationResult, calibrate, threshold_table
+from training.calibrate import CalibrationResult, calibrate
 from training.evaluate import plot_confusion, plot_reliability, plot_roc
 from training.export import (
     Staging,
@@ -584,47 +584,6 @@ def evaluate_segmentation(
     }
 
 
-def refine_operating_points(
-    y: np.ndarray,
-    p: np.ndarray,
-    points: Mapping[str, Mapping[str, float | None]],
-    *,
-    min_sensitivity: float,
-    min_specificity: float,
-) -> dict[str, dict[str, float | None]]:
-    """``training.calibrate.operating_points`` with ties broken towards the point's purpose.
-
-    ``high_sensitivity`` keeps the best specificity with sensitivity ≥ ``min_sensitivity`` and,
-    among thresholds with that specificity, takes the highest sensitivity (the lowest one);
-    ``high_specificity`` keeps the best sensitivity with specificity ≥ ``min_specificity`` and,
-    among those, the highest specificity. On a well separated validation split the plain rule
-    puts ``high_sensitivity`` where sensitivity just reaches the floor (e.g. 0.95 while the
-    balanced point has 0.99), which contradicts the name; ``balanced`` is unchanged.
-    """
-    table = threshold_table(y, p)
-    sens, spec = table.sensitivity, table.specificity
-    out = {k: dict(v) for k, v in points.items()}
-
-    def row(i: int) -> dict[str, float | None]:
-        prec = float(table.precision[i])
-        return {
-            "threshold": float(table.thresholds[i]),
-            "sensitivity": float(sens[i]),
-            "specificity": float(spec[i]),
-            "precision": None if np.isnan(prec) else prec,
-        }
-
-    ok = np.flatnonzero(sens >= min_sensitivity - 1e-12)
-    if ok.size and "high_sensitivity" in out:
-        best = ok[spec[ok] >= spec[ok].max() - 1e-12]
-        out["high_sensitivity"] = row(int(best[np.argmax(sens[best])]))
-    ok = np.flatnonzero(spec >= min_specificity - 1e-12)
-    if ok.size and "high_specificity" in out:
-        best = ok[sens[ok] >= sens[ok].max() - 1e-12]
-        out["high_specificity"] = row(int(best[np.argmax(spec[best])]))
-    return out
-
-
 # --------------------------------------------------------------------------- plots
 
 
@@ -857,14 +816,6 @@ def export_segmentation_artifact(
             min_sensitivity=min_sensitivity,
             min_specificity=min_specificity,
         )
-        points = refine_operating_points(
-            y_val,
-            cal.probability(val_logits),
-            cal.operating_points,
-            min_sensitivity=min_sensitivity,
-            min_specificity=min_specificity,
-        )
-        cal = replace(cal, operating_points=points)
         val_metrics = evaluate_segmentation(val_probs, splits.val.masks, pixel_threshold, cal)
         del val_probs
         test_probs = probability_maps(run, splits.test.x)

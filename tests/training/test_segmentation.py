@@ -125,30 +125,3 @@ def test_losses_and_metrics_on_logits() -> None:
     assert float(iou_coefficient(target, bad)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError):
         make_loss("focal")
-
-
-def test_refined_operating_points_keep_their_meaning() -> None:
-    from training.calibrate import operating_points
-    from training.segmentation import refine_operating_points
-
-    # Perfectly separated scores: every rule can reach sensitivity = specificity = 1.
-    y = np.array([0] * 20 + [1] * 20)
-    p = np.r_[np.linspace(0.01, 0.3, 20), np.linspace(0.6, 0.99, 20)]
-    plain = operating_points(y, p, min_sensitivity=0.95, min_specificity=0.95)
-    refined = refine_operating_points(y, p, plain, min_sensitivity=0.95, min_specificity=0.95)
-    assert refined["balanced"] == plain["balanced"]
-    assert refined["high_sensitivity"]["sensitivity"] == 1.0
-    assert refined["high_sensitivity"]["specificity"] == 1.0
-    assert refined["high_specificity"]["specificity"] == 1.0
-    assert refined["high_specificity"]["sensitivity"] == 1.0
-    # Overlapping scores: the constraints still hold and the trade-off direction is kept.
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, 400)
-    p = np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, 400), 0, 1)
-    plain = operating_points(y, p, min_sensitivity=0.95, min_specificity=0.95)
-    refined = refine_operating_points(y, p, plain, min_sensitivity=0.95, min_specificity=0.95)
-    hs, hsp = refined["high_sensitivity"], refined["high_specificity"]
-    assert hs["sensitivity"] >= 0.95 and hsp["specificity"] >= 0.95
-    assert hs["specificity"] == plain["high_sensitivity"]["specificity"]
-    assert hsp["sensitivity"] == plain["high_specificity"]["sensitivity"]
-    assert hs["threshold"] <= refined["balanced"]["threshold"] <= hsp["threshold"]
