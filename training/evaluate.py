@@ -63,7 +63,8 @@ def evaluate_probabilities(
 # --------------------------------------------------------------------------- plots
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,11 +73,13 @@ def _plt() -> Any:
     return plt
 
 
-def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path) -> None:
-    """Loss and AUC per epoch, training and validation."""
-    plt = _plt()
+def plot_training_curves(
+    history: Mapping[str, Sequence[float]], path: Path, metric: str = "auc"
+) -> None:
+    """Loss and ``metric`` per epoch, training and validation."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), dpi=80)
-    for ax, key in zip(axes, ("loss", "auc"), strict=True):
+    for ax, key in zip(axes, ("loss", metric), strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
             vals = history.get(prefix + key)
             if vals:
@@ -98,7 +101,7 @@ def plot_roc(
     title: str = "ROC (test)",
 ) -> None:
     """ROC curve with each operating point (its threshold applied to these cases) marked."""
-    plt = _plt()
+    plt = pyplot()
     fpr, tpr, _ = roc_curve(y, p)
     fig, ax = plt.subplots(figsize=(3.8, 3.6), dpi=80)
     ax.plot(fpr, tpr, lw=1.5, label=f"AUC {roc_auc(y, p):.3f}")
@@ -125,7 +128,7 @@ def plot_reliability(
     bins: int = ECE_BINS,
 ) -> None:
     """Reliability diagram (observed positive fraction per probability bin), before and after."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(3.8, 3.6), dpi=80)
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
     for p, label in ((p_uncalibrated, "uncalibrated"), (p_calibrated, "calibrated")):
@@ -146,7 +149,7 @@ def plot_reliability(
 def plot_confusion(
     cm: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str
 ) -> None:
-    plt = _plt()
+    plt = pyplot()
     arr = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(3.4, 3.0), dpi=80)
     ax.imshow(arr, cmap="Blues")

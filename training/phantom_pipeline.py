@@ -203,12 +203,10 @@ def plot_tracking(
     truth outline and centroid green (+), prediction red (x), error in the title. Bottom: the
     superior-inferior (row) centroid of the longest test sequence with a tumour, truth vs
     prediction, frame by frame."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from app.imaging.preprocess import resize2d
+    from training.evaluate import pyplot
+
+    plt = pyplot()
 
     has = [i for i, m in enumerate(split.masks) if m.any()]
     groups = split.groups

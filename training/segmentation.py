@@ -84,7 +84,13 @@ from app.imaging.card import MODEL_FILE, Preprocessing
 from app.imaging.postprocess import lesion_logit, mask_at, probability_map
 from app.imaging.preprocess import resize2d
 from training.calibrate import CalibrationResult, calibrate
-from training.evaluate import plot_confusion, plot_reliability, plot_roc
+from training.evaluate import (
+    plot_confusion,
+    plot_reliability,
+    plot_roc,
+    plot_training_curves,
+    pyplot,
+)
 from training.export import (
     Staging,
     code_revision,
@@ -587,36 +593,14 @@ def evaluate_segmentation(
 # --------------------------------------------------------------------------- plots
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_segmentation_curves(history: Mapping[str, Sequence[float]], path: Path) -> None:
     """Loss and Dice per epoch, training and validation."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), dpi=80)
-    for ax, key in zip(axes, ("loss", "dice"), strict=True):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            vals = history.get(prefix + key)
-            if vals:
-                ax.plot(range(1, len(vals) + 1), vals, style, label=(prefix or "train_") + key)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_training_curves(history, path, metric="dice")
 
 
 def plot_threshold_scan(table: Mapping[str, Sequence[float]], chosen: float, path: Path) -> None:
     """Validation mean Dice against the pixel threshold, the chosen one marked."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(3.8, 3.0), dpi=80)
     ax.plot(table["thresholds"], table["mean_dice"], "-", lw=1.5)
     ax.axvline(chosen, color="tab:red", ls="--", lw=1, label=f"chosen {chosen:.3f}")
@@ -658,7 +642,7 @@ def plot_examples(
 ) -> None:
     """A grid, one case per row: model input | truth (green) | prediction (red) with Dice,
     at the input's resolution (the model input is bilinearly resized up for display)."""
-    plt = _plt()
+    plt = pyplot()
     idx = _example_indices(masks, n_lesion, n_empty)
     rows = max(len(idx), 1)
     fig, axes = plt.subplots(rows, 3, figsize=(5.4, 1.8 * rows), dpi=72, squeeze=False)
