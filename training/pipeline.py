@@ -78,6 +78,75 @@ PNEUMONIA_CARD = CardTemplate(
 )
 
 
+def card_fields(
+    *,
+    template: CardTemplate,
+    version: str,
+    prep: Preprocessing,
+    session: Any,
+    cal: Any,
+    info: RunInfo,
+    result: Any,
+    config: Any,
+    metrics: dict[str, Any],
+    max_diff: float,
+    split_sizes: dict[str, int],
+) -> dict[str, Any]:
+    """The card fields every exported model has, from one training run (a classifier or a
+    segmenter adds its own on top): identity, input/output, calibration, operating points,
+    test metrics, provenance, intended use and limitations."""
+    limitations = list(template.limitations)
+    if info.synthetic:
+        limitations.insert(0, template.synthetic_limitation)
+    return {
+        "name": template.name,
+        "version": version,
+        "task": template.task,
+        "modality": template.modality,
+        "endpoint": template.endpoint,
+        "input": {
+            "layout": template.layout,
+            "shape": [None, *prep.size, prep.channels],
+            "dtype": "float32",
+            "name": session.get_inputs()[0].name,
+            "preprocessing": prep.model_dump(),
+        },
+        "output": {
+            "labels": list(template.labels),
+            "activation": "logit",
+            "name": session.get_outputs()[0].name,
+        },
+        "calibration": {
+            "method": "temperature",
+            "temperature": cal.temperature,
+            "ece_before": cal.ece_before,
+            "ece_after": cal.ece_after,
+        },
+        "operating_points": cal.operating_points,
+        "default_operating_point": cal.default_operating_point,
+        "metrics": metrics,
+        "training": {
+            "dataset": template.dataset,
+            "synthetic": info.synthetic,
+            "split_sizes": split_sizes,
+            "epochs": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "seed": info.seed,
+            "framework_versions": framework_versions(),
+            "code_revision": code_revision(),
+            "architecture": info.arch,
+            "architecture_options": info.arch_options,
+            "config": config.as_dict(),
+            "distribute_strategy": result.strategy,
+            "training_seconds": round(result.seconds, 1),
+            "onnx_max_abs_diff": max_diff,
+            "calibration_split": "val",
+        },
+        "intended_use": template.intended_use,
+        "limitations": limitations,
+    }
+
+
 def image_side_range(root: Path, pattern: str) -> tuple[int, int]:
     """Smallest and largest image side among the files under ``root`` (headers only)."""
     from PIL import Image
@@ -214,66 +283,31 @@ def run_binary_classification(
             labels=template.labels,
         )
         export_saved_model(model, staging.dir)
-        limitations = list(template.limitations)
-        if info.synthetic:
-            limitations.insert(0, template.synthetic_limitation)
-        card_fields: dict[str, Any] = {
-            "name": template.name,
-            "version": version,
-            "task": template.task,
-            "modality": template.modality,
-            "endpoint": template.endpoint,
-            "input": {
-                "layout": template.layout,
-                "shape": [None, *prep.size, prep.channels],
-                "dtype": "float32",
-                "name": session.get_inputs()[0].name,
-                "preprocessing": prep.model_dump(),
+        fields = card_fields(
+            template=template,
+            version=version,
+            prep=prep,
+            session=session,
+            cal=cal,
+            info=info,
+            result=result,
+            config=config,
+            metrics=metrics,
+            max_diff=max_diff,
+            split_sizes={
+                "train": len(splits.train),
+                "val": len(splits.val),
+                "test": len(splits.test),
             },
-            "output": {
-                "labels": list(template.labels),
-                "activation": "logit",
-                "name": session.get_outputs()[0].name,
-            },
-            "calibration": {
-                "method": "temperature",
-                "temperature": cal.temperature,
-                "ece_before": cal.ece_before,
-                "ece_after": cal.ece_after,
-            },
-            "operating_points": cal.operating_points,
-            "default_operating_point": cal.default_operating_point,
-            "metrics": metrics,
-            "training": {
-                "dataset": template.dataset,
-                "synthetic": info.synthetic,
-                "split_sizes": {
-                    "train": len(splits.train),
-                    "val": len(splits.val),
-                    "test": len(splits.test),
-                },
-                "epochs": result.epochs_run,
-                "best_epoch": result.best_epoch,
-                "seed": info.seed,
-                "framework_versions": framework_versions(),
-                "code_revision": code_revision(),
-                "architecture": info.arch,
-                "architecture_options": info.arch_options,
-                "config": config.as_dict(),
-                "class_weight": {str(k): v for k, v in (class_weight or {}).items()},
-                "split": "train+val pooled and re-split by patient; test kept",
-                "distribute_strategy": result.strategy,
-                "training_seconds": round(result.seconds, 1),
-                "onnx_max_abs_diff": max_diff,
-                "calibration_split": "val",
-                **info.extra,
-            },
-            "intended_use": template.intended_use,
-            "limitations": limitations,
-        }
+        )
+        fields["training"].update(
+            class_weight={str(k): v for k, v in (class_weight or {}).items()},
+            split="train+val pooled and re-split by patient; test kept",
+        )
+        fields["training"].update(info.extra)  # later keys win
         if conformance is not None:
-            card_fields["conformance"] = conformance
-        write_card(staging.dir, card_fields, plots, session)
+            fields["conformance"] = conformance
+        write_card(staging.dir, fields, plots, session)
         final = staging.commit(overwrite)
     except BaseException:
         staging.discard()

@@ -93,16 +93,14 @@ from training.evaluate import (
 )
 from training.export import (
     Staging,
-    code_revision,
     export_onnx,
     export_saved_model,
-    framework_versions,
     onnx_runner,
     onnx_session,
     write_card,
 )
 from training.metrics import binary_metrics, expected_calibration_error, roc_auc, sigmoid
-from training.pipeline import CardTemplate, RunInfo
+from training.pipeline import CardTemplate, RunInfo, card_fields
 from training.train import TrainResult, choose_strategy, set_seeds
 
 log = logging.getLogger("medserve.training")
@@ -818,91 +816,56 @@ def export_segmentation_artifact(
             labels=template.labels,
         )
         export_saved_model(model, staging.dir)
-        h, w = prep.size
-        limitations = list(template.limitations)
-        if info.synthetic:
-            limitations.insert(0, template.synthetic_limitation)
-        card_fields: dict[str, Any] = {
-            "name": template.name,
-            "version": version,
-            "task": template.task,
-            "modality": template.modality,
-            "endpoint": template.endpoint,
-            "input": {
-                "layout": template.layout,
-                "shape": [None, h, w, prep.channels],
-                "dtype": "float32",
-                "name": session.get_inputs()[0].name,
-                "preprocessing": prep.model_dump(),
-            },
-            "output": {
-                "labels": list(template.labels),
-                "activation": "logit",
-                "name": session.get_outputs()[0].name,
-            },
-            "output_shape": [None, h, w, 1],
-            "output_description": (
+        fields = card_fields(
+            template=template,
+            version=version,
+            prep=prep,
+            session=session,
+            cal=cal,
+            info=info,
+            result=result,
+            config=config,
+            metrics=metrics,
+            max_diff=max_diff,
+            split_sizes=splits.sizes,
+        )
+        fields["calibration"]["lesion_probability"] = LESION_PROBABILITY
+        fields.update(
+            output_shape=[None, *prep.size, 1],
+            output_description=(
                 "per-pixel lesion LOGITS at the model input size (NHWC, one channel); the "
                 "service applies the sigmoid, resizes the probabilities bilinearly to the "
                 "input's size and keeps pixels >= pixel_threshold"
             ),
-            "calibration": {
-                "method": "temperature",
-                "temperature": cal.temperature,
-                "ece_before": cal.ece_before,
-                "ece_after": cal.ece_after,
-                "lesion_probability": LESION_PROBABILITY,
-            },
-            "operating_points": cal.operating_points,
-            "default_operating_point": cal.default_operating_point,
-            "pixel_threshold": pixel_threshold,
-            "operating_point_selection": (
+            pixel_threshold=pixel_threshold,
+            operating_point_selection=(
                 "on validation, calibrated lesion probability: balanced = max Youden J; "
-                f"high_sensitivity = best specificity with sensitivity >= {min_sensitivity:g} "
-                f"(ties: highest sensitivity); high_specificity = best sensitivity with "
-                f"specificity >= {min_specificity:g} (ties: highest specificity)"
+                f"high_sensitivity = best specificity with sensitivity >= {min_sensitivity:g}, "
+                f"high_specificity = best sensitivity with specificity >= {min_specificity:g}, "
+                "neither placed on the far side of balanced"
             ),
-            "pixel_threshold_selection": (
+            pixel_threshold_selection=(
                 "maximises mean per-slice Dice over all validation slices, masks at the input "
                 "resolution (bilinear probability resize)"
             ),
-            "metrics": metrics,
-            "training": {
-                "dataset": template.dataset,
-                "synthetic": info.synthetic,
-                "split_sizes": splits.sizes,
-                "split_cases_with_lesion": {
-                    "train": int(splits.train.has_lesion.sum()),
-                    "val": int(splits.val.has_lesion.sum()),
-                    "test": int(splits.test.has_lesion.sum()),
-                },
-                "split_groups": {
-                    "train": len(set(splits.train.groups.tolist())),
-                    "val": len(set(splits.val.groups.tolist())),
-                    "test": len(set(splits.test.groups.tolist())),
-                },
-                "epochs": result.epochs_run,
-                "best_epoch": result.best_epoch,
-                "seed": info.seed,
-                "framework_versions": framework_versions(),
-                "code_revision": code_revision(),
-                "architecture": info.arch,
-                "architecture_options": info.arch_options,
-                "parameters": int(model.count_params()),
-                "config": config.as_dict(),
-                "split": "by patient",
-                "distribute_strategy": result.strategy,
-                "training_seconds": round(result.seconds, 1),
-                "onnx_max_abs_diff": max_diff,
-                "calibration_split": "val",
-                **result.extra,
-                **info.extra,
+            conformance=dict(conformance or {}),
+        )
+        fields["training"].update(
+            split_cases_with_lesion={
+                "train": int(splits.train.has_lesion.sum()),
+                "val": int(splits.val.has_lesion.sum()),
+                "test": int(splits.test.has_lesion.sum()),
             },
-            "intended_use": template.intended_use,
-            "limitations": limitations,
-            "conformance": dict(conformance or {}),
-        }
-        write_card(staging.dir, card_fields, plots, session)
+            split_groups={
+                "train": len(set(splits.train.groups.tolist())),
+                "val": len(set(splits.val.groups.tolist())),
+                "test": len(set(splits.test.groups.tolist())),
+            },
+            parameters=int(model.count_params()),
+            split="by patient",
+        )
+        fields["training"].update({**result.extra, **info.extra})  # later keys win
+        write_card(staging.dir, fields, plots, session)
         final = staging.commit(overwrite)
     except BaseException:
         staging.discard()

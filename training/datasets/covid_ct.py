@@ -29,6 +29,7 @@ from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_volume
 from app.imaging.readers import decode_volume
 from app.imaging.types import Volume
+from training.datasets import class_weights
 
 log = logging.getLogger("medserve.training")
 
@@ -145,13 +146,6 @@ def split_studies(
             start += k
         parts[0].extend(idx[start:])
     return [sorted(p) for p in parts]
-
-
-def class_weights(y: np.ndarray) -> dict[int, float]:
-    """Balanced weights ``n / (2 * n_class)``; 1.0 for an absent class."""
-    y = np.asarray(y).astype(np.int64)
-    n = float(y.size)
-    return {c: (n / (2.0 * k) if (k := int(np.sum(y == c))) else 1.0) for c in (0, 1)}
 
 
 def decode_study(path: Path, limits: DecodeLimits | None = None) -> Volume:

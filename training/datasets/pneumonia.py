@@ -21,6 +21,7 @@ from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_image
 from app.imaging.readers import decode_image
 from app.imaging.types import Image2D
+from training.datasets import class_weights
 
 CLASSES = ("NORMAL", "PNEUMONIA")  # label 0, label 1
 EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -114,17 +115,6 @@ def split_by_patient(
         val_patients.update(group[:n_val])
     is_val = np.array([p in val_patients for p in patients_arr], dtype=bool)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def class_weights(y: np.ndarray) -> dict[int, float]:
-    """Balanced weights ``n / (2 * n_class)`` (Keras ``class_weight``); 1.0 for an absent class."""
-    y = np.asarray(y).astype(np.int64)
-    n = float(y.size)
-    weights = {}
-    for c in (0, 1):
-        k = int(np.sum(y == c))
-        weights[c] = n / (2.0 * k) if k else 1.0
-    return weights
 
 
 def load_arrays(
