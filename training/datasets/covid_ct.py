@@ -29,7 +29,7 @@ from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_volume
 from app.imaging.readers import decode_volume
 from app.imaging.types import Volume
-from training.datasets import class_weights
+from training.datasets import DataSplits, class_weights
 
 log = logging.getLogger("medserve.training")
 
@@ -65,18 +65,6 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
-
-
-@dataclass
-class DataSplits:
-    train: Split
-    val: Split
-    test: Split
-    class_weight: dict[int, float]
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
 def layout_root(root: Path) -> Path:
@@ -234,7 +222,7 @@ def load(
     test_root: Path | None = None,
     limits: DecodeLimits | None = None,
     cache_dir: Path | None = None,
-) -> DataSplits:
+) -> DataSplits[Split]:
     """Train / val / test splits by study (= patient), stratified by category.
 
     With ``test_root`` (e.g. a synthetic set made with another seed) every chosen study there is
@@ -276,7 +264,7 @@ def load_test(
     return load_arrays(studies, prep, limits=limits)
 
 
-def category_counts(splits: DataSplits) -> dict[str, dict[str, int]]:
+def category_counts(splits: DataSplits[Split]) -> dict[str, dict[str, int]]:
     """Studies per category in each split (for the card)."""
     out: dict[str, dict[str, int]] = {}
     for name in ("train", "val", "test"):

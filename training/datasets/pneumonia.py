@@ -21,7 +21,7 @@ from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_image
 from app.imaging.readers import decode_image
 from app.imaging.types import Image2D
-from training.datasets import class_weights
+from training.datasets import DataSplits, class_weights
 
 CLASSES = ("NORMAL", "PNEUMONIA")  # label 0, label 1
 EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -59,18 +59,6 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
-
-
-@dataclass
-class DataSplits:
-    train: Split
-    val: Split
-    test: Split
-    class_weight: dict[int, float]
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
 def list_files(root: Path, split: str) -> list[tuple[Path, int, str]]:
@@ -138,7 +126,7 @@ def load(
     seed: int = 0,
     test_root: Path | None = None,
     limits: DecodeLimits | None = None,
-) -> DataSplits:
+) -> DataSplits[Split]:
     """The three splits as arrays, train+val pooled and re-split by patient.
 
     ``test_root`` takes ``test/`` from another folder (e.g. a synthetic set made with another
