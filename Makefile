@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow lint format models models-ct models-brain models-phantom clean
+.PHONY: run test test-slow lint format bench models models-ct models-brain models-phantom clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or PYTHON=..."; exit 1; }
@@ -33,6 +33,12 @@ test: $(VENV)/.all-installed
 ## Include the long training runs.
 test-slow: $(VENV)/.all-installed
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+## Floor vs pipeline vs HTTP vs Keras for the demo models -> BENCHMARKS.md (about 5 minutes;
+## run it on an idle machine). The Keras column uses the training checkpoints in runs/ when
+## `make models` ran here, otherwise the same architectures with fresh weights.
+bench: $(VENV)/.all-installed
+	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
 
 lint: $(VENV)/.all-installed
 	$(BIN)/ruff check .
@@ -85,18 +91,19 @@ models-brain: $(VENV)/.all-installed
 
 ## X-ray phantom tumour tracking (phantom_tumor_xray): 16-bit 768x1024 frames, a slim ResNet-18
 ## segmenter at 192x256; first the window-vs-percentile normalisation study (at 96x128), then
-## the demo model (about 20-25 minutes on 2 CPU cores); the held-out test set uses another seed.
+## the demo model (about 45 minutes on 2 CPU cores); the held-out test set uses another seed.
 PHANTOM_DATA ?= data/phantom_xray
 PHANTOM_TEST ?= data/phantom_xray_test
 models-phantom: $(VENV)/.all-installed
-	$(BIN)/medserve-train synth phantom --out $(PHANTOM_DATA) --n 480 --seed 1 --overwrite
-	$(BIN)/medserve-train synth phantom --out $(PHANTOM_TEST) --n 120 --seed 2 --overwrite
+	$(BIN)/medserve-train synth phantom --out $(PHANTOM_DATA) --n 900 --seed 1 --overwrite
+	$(BIN)/medserve-train synth phantom --out $(PHANTOM_TEST) --n 200 --seed 2 --overwrite
 	$(BIN)/python -m training.phantom_pipeline study --data $(PHANTOM_DATA) \
 		--out runs/phantom_norm_study/study.json --input-size 96 128 --epochs 12 --seed 1
 	$(BIN)/medserve-train train phantom --data $(PHANTOM_DATA) --test-data $(PHANTOM_TEST) \
 		--out models --version 1.0.0 --input-size 192 256 --base-filters 16 --depth 4 \
 		--normalisation percentile --normalisation-study runs/phantom_norm_study/study.json \
-		--epochs 16 --patience 6 --batch-size 8 --seed 1 --threads 2 --synthetic --overwrite
+		--max-shift 0.08 --epochs 30 --patience 8 --batch-size 8 --seed 1 --threads 2 \
+		--synthetic --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -28,6 +28,7 @@ import numpy as np
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, SelfTest, sha256_file
 
 ONNX_ATOL = 1e-4
+ONNX_RTOL = 1e-5
 SELF_TEST_SEED = 1234
 SELF_TEST_VALUES = 8
 
@@ -54,18 +55,24 @@ def onnx_runner(session: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def export_onnx(
-    model: Any, path: Path, batches: Sequence[np.ndarray], atol: float = ONNX_ATOL
+    model: Any,
+    path: Path,
+    batches: Sequence[np.ndarray],
+    atol: float = ONNX_ATOL,
+    rtol: float = ONNX_RTOL,
 ) -> float:
     """Write ``model`` to ``path`` as ONNX and check it against Keras on every batch.
 
-    Returns the largest absolute difference; raises ``ExportMismatch`` (and deletes the file)
-    when it exceeds ``atol``.
+    Every output must satisfy ``|keras - onnx| <= atol + rtol * |keras|`` (float32 rounding
+    grows with the magnitude of a logit: a segmenter's confident background pixels reach
+    |logit| ~ 20). Returns the largest absolute difference; raises ``ExportMismatch`` (and
+    deletes the file) when any output is outside the tolerance.
     """
     first = np.asarray(batches[0], np.float32)
     model(first, training=False)  # build every layer on a real batch before tracing
     model.export(str(path), format="onnx", verbose=False)
     run = onnx_runner(onnx_session(path))
-    worst = 0.0
+    worst, excess = 0.0, 0.0
     for batch in batches:
         batch = np.asarray(batch, np.float32)
         ref = np.asarray(model.predict(batch, verbose=0), np.float64)
@@ -73,10 +80,15 @@ def export_onnx(
         if ref.shape != got.shape:
             path.unlink(missing_ok=True)
             raise ExportMismatch(f"output shapes differ: keras {ref.shape}, onnx {got.shape}")
-        worst = max(worst, float(np.max(np.abs(ref - got))))
-    if not np.isfinite(worst) or worst > atol:
+        diff = np.abs(ref - got)
+        worst = max(worst, float(np.max(diff)))
+        excess = max(excess, float(np.max(diff / (atol + rtol * np.abs(ref)))))
+    if not np.isfinite(worst) or excess > 1.0:
         path.unlink(missing_ok=True)
-        raise ExportMismatch(f"keras and onnxruntime outputs differ by {worst:.3g} (> {atol:g})")
+        raise ExportMismatch(
+            f"keras and onnxruntime outputs differ by {worst:.3g}, {excess:.2f}x the tolerance "
+            f"(atol {atol:g} + rtol {rtol:g} * |keras|)"
+        )
     return worst
 
 

@@ -48,10 +48,11 @@ The whole run
     run_dir, info, conformance=None, overwrite=False, min_sensitivity=0.95,
     min_specificity=0.95)`` → ``out_root/<name>/<version>`` — mirrors
     ``training.pipeline.run_binary_classification``: train, export ONNX (Keras-vs-ONNX parity
-    ≤ 1e-4 or nothing is written), calibrate the pixel threshold and the lesion temperature /
-    operating points on the VALIDATION split through the ONNX graph, evaluate on test, write the
-    plots, the SavedModel and the validated card, move the folder into place, and check that
-    ``app.registry.load_entry`` reports it ready (``RuntimeError`` otherwise).
+    within 1e-4 + 1e-5·|logit| or nothing is written), calibrate the pixel threshold and the
+    lesion temperature / operating points on the VALIDATION split through the ONNX graph,
+    evaluate on test, write the plots, the SavedModel and the validated card, move the folder
+    into place, and check that ``app.registry.load_entry`` reports it ready (``RuntimeError``
+    otherwise).
     ``template`` is a ``training.pipeline.CardTemplate`` (task ``binary_segmentation``), ``info``
     a ``training.pipeline.RunInfo``, ``conformance`` a dict for the card's ``conformance``.
     ``export_segmentation_artifact(*, result, ...)`` is everything after training, for a
@@ -106,7 +107,9 @@ from training.train import TrainResult, choose_strategy, set_seeds
 log = logging.getLogger("medserve.training")
 
 LOSSES = ("bce", "dice", "bce_dice")
-DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.025), 4)
+DEFAULT_THRESHOLDS = np.round(
+    np.concatenate([[0.01, 0.02, 0.03, 0.04], np.arange(0.05, 0.951, 0.025), [0.97, 0.98, 0.99]]), 4
+)
 SEG_PLOT_FILES = {
     "curves": "training_curves.png",
     "roc": "roc.png",
@@ -234,7 +237,8 @@ iou_coefficient.__name__ = "iou"
 class SegTrainConfig:
     """Training options. ``monitor``/``monitor_mode`` pick the checkpoint, LR schedule and early
     stop; ``flip_lr``/``flip_ud`` are joint image+mask flips; ``intensity_jitter`` a random gain
-    (1 ± j) and gamma (exp(± j)) on the image only; ``threads`` caps TensorFlow's intra-op
+    (1 ± j) and gamma (exp(± j)) on the image only; ``max_shift`` a joint random translation of
+    up to that fraction of each side (reflected borders); ``threads`` caps TensorFlow's intra-op
     threads (None: TensorFlow's default)."""
 
     epochs: int = 20
@@ -246,6 +250,7 @@ class SegTrainConfig:
     flip_lr: bool = True
     flip_ud: bool = False
     intensity_jitter: float = 0.1
+    max_shift: float = 0.0
     monitor: str = "val_loss"
     monitor_mode: str = "min"
     reduce_lr_patience: int = 3
@@ -275,7 +280,8 @@ def make_seg_dataset(
     x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool, config: SegTrainConfig
 ) -> Any:
     """(N, h, w, C) images and (N, h, w, 1) targets → batched ``tf.data.Dataset``; training
-    batches are shuffled and augmented (joint flips, image-only gain/gamma) with stateless ops
+    batches are shuffled and augmented (joint flips and shifts, image-only gain/gamma) with
+    stateless ops
     seeded from ``config.seed``, so runs repeat."""
     import tensorflow as tf
 
@@ -288,11 +294,20 @@ def make_seg_dataset(
     if config.augment:
         seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
         jitter = float(config.intensity_jitter)
+        h, w, c = (int(v) for v in x.shape[1:])
+        pad_h, pad_w = round(config.max_shift * h), round(config.max_shift * w)
 
         def aug(pair: Any, seed: Any) -> Any:
             img, mask = pair
             s = tf.cast(seed, tf.int32)
             u = tf.random.stateless_uniform([4], seed=s)
+            if pad_h or pad_w:
+                both = tf.pad(
+                    tf.concat([img, mask], -1), [[pad_h, pad_h], [pad_w, pad_w], [0, 0]], "REFLECT"
+                )
+                crop_seed = s + tf.constant([0, 1])
+                both = tf.image.stateless_random_crop(both, [h, w, c + 1], seed=crop_seed)
+                img, mask = both[..., :c], both[..., c:]
             if config.flip_lr:
                 flip = u[0] < 0.5
                 img = tf.where(flip, tf.reverse(img, [1]), img)
@@ -920,6 +935,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-batch-norm", action="store_true", help="U-Net without batch norm")
     g.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (0: all)")
     g.add_argument(
+        "--max-shift",
+        type=float,
+        default=0.0,
+        help="augmentation: random joint shift up to this fraction of each side (0: none)",
+    )
+    g.add_argument(
         "--from-checkpoint",
         action="store_true",
         help="do not train: export the best checkpoint of --run-dir's finished run again",
@@ -935,6 +956,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> SegTrainConf
         "seed": args.seed,
         "loss": args.loss,
         "augment": not args.no_augment,
+        "max_shift": args.max_shift,
         "early_stopping_patience": args.patience,
         "threads": args.threads or None,
         "verbose": args.verbose,

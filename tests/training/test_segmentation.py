@@ -125,3 +125,25 @@ def test_losses_and_metrics_on_logits() -> None:
     assert float(iou_coefficient(target, bad)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError):
         make_loss("focal")
+
+
+def test_shift_augmentation_moves_image_and_mask_together() -> None:
+    from training.segmentation import SegTrainConfig, make_seg_dataset
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((6, 32, 40, 1), np.float32)
+    for k in range(6):  # one bright square per image, away from the borders
+        r, c = rng.integers(10, 16), rng.integers(10, 20)
+        x[k, r : r + 8, c : c + 8] = 1.0
+    y = (x > 0.5).astype(np.float32)
+    config = SegTrainConfig(
+        seed=3, flip_lr=False, intensity_jitter=0.0, max_shift=0.2, batch_size=6
+    )
+    img, mask = next(iter(make_seg_dataset(x, y, 6, training=True, config=config)))
+    img, mask = np.asarray(img), np.asarray(mask)
+    assert img.shape == x.shape and mask.shape == y.shape
+    np.testing.assert_array_equal(mask, (img > 0.5).astype(np.float32))  # still aligned
+    assert np.all(img.sum(axis=(1, 2, 3)) == 64)  # the square is moved, not cut or mirrored
+    centres = [np.argwhere(m[..., 0]).mean(axis=0) for m in mask]
+    originals = {tuple(np.argwhere(m[..., 0]).mean(axis=0)) for m in y}
+    assert any(tuple(c) not in originals for c in centres)  # at least one was shifted

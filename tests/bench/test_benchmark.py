@@ -1,0 +1,107 @@
+"""The benchmark: FLOPs counted right on graphs whose answer is known, and ``bench/benchmark.py``
+runs end to end on a tiny setting (real demo model, real server, real Keras path)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from onnx_flops import count_flops  # noqa: E402
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: list, inits: list) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _weights(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.zeros(shape, np.float32), name)
+
+
+def test_conv_flops_with_dynamic_batch_strides_and_groups() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 32, 32])
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2], group=2)
+    count = count_flops(_model([conv], [x], [_weights("w", (16, 4, 3, 3))]))
+    # output 16 x 16 x 16 elements, each 4 (= 8 / 2 groups) x 3 x 3 MACs
+    assert count.dense == 2 * (16 * 16 * 16) * (4 * 9)
+    assert count.by_op == {"Conv": count.dense} and not count.uncounted
+    assert count_flops(_model([conv], [x], [_weights("w", (16, 4, 3, 3))]), batch=3).dense == (
+        3 * count.dense
+    )
+
+
+def test_conv3d_conv_transpose_and_matmul_flops() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 8, 8])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 6),  # (1, 6, 4, 8, 8)
+        helper.make_node("ConvTranspose", ["c", "t"], ["u"], strides=[2, 2, 2]),  # (1,3,8,16,16)
+        helper.make_node("Relu", ["u"], ["r"]),
+        helper.make_node("Reshape", ["r", "shape"], ["flat"]),  # (1, 6144)
+        helper.make_node("MatMul", ["flat", "m"], ["out"]),  # (1, 5)
+    ]
+    inits = [
+        _weights("w", (6, 2, 3, 3, 3)),
+        _weights("t", (6, 3, 2, 2, 2)),
+        numpy_helper.from_array(np.array([1, -1], np.int64), "shape"),
+        _weights("m", (3 * 8 * 16 * 16, 5)),
+    ]
+    count = count_flops(_model(nodes, [x], inits))
+    conv = 2 * (6 * 4 * 8 * 8) * (2 * 27)
+    transpose = 2 * (6 * 4 * 8 * 8) * (3 * 8)  # every input element scatters into 3 x 2^3
+    matmul = 2 * 5 * (3 * 8 * 16 * 16)
+    assert count.by_op == {"Conv": conv, "ConvTranspose": transpose, "MatMul": matmul}
+    assert count.dense == conv + transpose + matmul
+    assert count.other == 3 * 8 * 16 * 16  # the Relu
+
+
+def test_demo_model_flops_match_the_architecture() -> None:
+    """covid_ct: four 3x3x3 convolutions (widths 32, 32, 64, 128 at half width) on 32x64x64."""
+    count = count_flops(ROOT / "models" / "covid_ct" / "1.0.0" / "model.onnx")
+    macs = (32 * 64 * 64) * 32 * 27 * 1 + (16 * 32 * 32) * 32 * 27 * 32
+    macs += (8 * 16 * 16) * 64 * 27 * 32 + (4 * 8 * 8) * 128 * 27 * 64
+    assert count.by_op["Conv"] == 2 * macs
+    assert not count.uncounted
+
+
+def test_benchmark_runs_on_a_tiny_setting(tmp_path: Path) -> None:
+    out, raw, plot = tmp_path / "BENCH.md", tmp_path / "bench.json", tmp_path / "bench.png"
+    cmd = [sys.executable, str(ROOT / "bench" / "benchmark.py"), "--quick"]
+    cmd += ["--models", "pneumonia_xray", "phantom_tumor_xray"]
+    cmd += ["--out", str(out), "--json", str(raw), "--plot", str(plot)]
+    cmd += ["--runs-dir", str(tmp_path / "no-runs")]  # the fresh-weights Keras path
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(raw.read_text())
+    assert set(results["models"]) == {"pneumonia_xray", "phantom_tumor_xray"}
+    for name, m in results["models"].items():
+        assert 0 < m["floor_ms"]["p50"] <= m["pipeline_ms"]["p50"] * 1.5, name
+        assert m["flops"] > 1e7
+        for c in ("1", "2"):
+            assert m["http"][c]["statuses"] == {"200": m["http"][c]["latency_ms"]["n"]}
+        assert m["keras"]["weights"].startswith("fresh")
+        assert m["keras"]["keras_ms"]["p50"] > 0
+        ratio = results["ratios"][name]
+        assert ratio["e2e_over_floor"] > 1.0  # HTTP cannot beat session.run alone
+    assert results["http"]["mixed"]["statuses"] == {"200": 20}
+    assert results["sgemm_gflops"] > 0
+    text = out.read_text()
+    assert "e2e p50 / floor p50" in text and "pneumonia_xray" in text
+    assert plot.stat().st_size > 1000
