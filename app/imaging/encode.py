@@ -19,15 +19,22 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     ``frPyObjects``).
     """
     height, width = mask.shape
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    if flat.size == 0:
+    total = height * width
+    if total == 0:
         return {"size": [height, width], "counts": [], "order": "F"}
-    # Positions where the value changes, plus both ends.
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], changes, [flat.size]))
-    counts = np.diff(bounds).tolist()
-    if flat[0]:
-        counts.insert(0, 0)
+    mask = np.asarray(mask, dtype=bool)
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size == 0:
+        return {"size": [height, width], "counts": [total], "order": "F"}
+    # Only the columns the mask touches can hold a change (column-major order); background
+    # on both sides of them makes the first and last changes explicit.
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    sub = mask[:, c0:c1].ravel(order="F")
+    padded = np.concatenate(([False], sub, [False]))
+    changes = np.flatnonzero(padded[1:] != padded[:-1]) + c0 * height
+    changes = changes[changes < total]
+    # a mask starting at pixel 0 begins with an empty background run, as COCO expects
+    counts = np.diff(np.concatenate(([0], changes, [total]))).tolist()
     return {"size": [height, width], "counts": counts, "order": "F"}
 
 

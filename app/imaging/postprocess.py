@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from app.errors import UnknownOperatingPoint
 from app.imaging.card import ModelCard, OperatingPoint
@@ -109,19 +110,54 @@ class MaskSummary:
     centroid_mm: list[float] | None  # [x, y] in mm
 
 
+def _reach(hot: np.ndarray, src: int, dst: int, support: float) -> tuple[int, int]:
+    """The output rows (or columns) ``[lo, hi)`` of a ``src`` → ``dst`` resize whose sample
+    position lies within ``support`` source pixels of a hot index (plus one pixel each side)."""
+    scale = src / dst
+    lo = math.floor((hot[0] - support + 0.5) / scale - 0.5) - 1
+    hi = math.ceil((hot[-1] + support + 0.5) / scale - 0.5) + 2
+    return max(lo, 0), min(hi, dst)
+
+
 def mask_at(prob_map: np.ndarray, shape: tuple[int, int], threshold: float) -> np.ndarray:
-    """Threshold the probability map after resizing it (bilinear) to the input's (H, W)."""
-    return resize2d(prob_map, shape, "bilinear") >= threshold
+    """Threshold the probability map after resizing it (bilinear) to the input's (H, W).
+
+    Only the part of the output that can reach the threshold is resized: a bilinear value is a
+    weighted mean of the source pixels under its kernel, so it is below the threshold wherever
+    all of those are. Pillow resizes that window exactly as it would the whole map (the
+    ``box`` form samples the same positions), so the mask is the same, for a fraction of the
+    work on a small lesion in a large frame.
+    """
+    height, width = shape
+    mask = np.zeros(shape, dtype=bool)
+    hot = prob_map >= threshold
+    rows, cols = np.flatnonzero(hot.any(axis=1)), np.flatnonzero(hot.any(axis=0))
+    if rows.size == 0:
+        return mask
+    src_h, src_w = prob_map.shape
+    # the bilinear kernel spans 1 source pixel, widened by the reduction factor when shrinking
+    r0, r1 = _reach(rows, src_h, height, max(1.0, src_h / height))
+    c0, c1 = _reach(cols, src_w, width, max(1.0, src_w / width))
+    if (r0, r1, c0, c1) == (0, height, 0, width):
+        return resize2d(prob_map, shape, "bilinear") >= threshold
+    sy, sx = src_h / height, src_w / width
+    window = Image.fromarray(np.ascontiguousarray(prob_map, dtype=np.float32)).resize(
+        (c1 - c0, r1 - r0), Image.Resampling.BILINEAR, box=(c0 * sx, r0 * sy, c1 * sx, r1 * sy)
+    )
+    mask[r0:r1, c0:c1] = np.asarray(window, dtype=np.float32) >= threshold
+    return mask
 
 
 def summarize_mask(mask: np.ndarray, spacing: tuple[float, float] | None) -> MaskSummary:
     """Area, bounding box and centroid of a (H, W) bool mask; mm figures when spacing is known."""
-    ys, xs = np.nonzero(mask)
-    area = int(xs.size)
-    if area == 0:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
         return MaskSummary(mask, 0, 0.0 if spacing else None, None, None, None)
-    cx, cy = float(xs.mean()), float(ys.mean())
-    bbox = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+    y0, x0 = int(rows[0]), int(cols[0])
+    ys, xs = np.nonzero(mask[y0 : rows[-1] + 1, x0 : cols[-1] + 1])
+    area = int(xs.size)
+    cx, cy = float(xs.mean()) + x0, float(ys.mean()) + y0
+    bbox = [x0, y0, int(cols[-1]), int(rows[-1])]
     if spacing is None:
         return MaskSummary(mask, area, None, bbox, [round(cx, 3), round(cy, 3)], None)
     row_mm, col_mm = spacing

@@ -36,6 +36,43 @@ def select_channel(pixels: np.ndarray, channel_index: int | None) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, 0], dtype=np.float32)
 
 
+def _small_integers(values: np.ndarray) -> np.ndarray | None:
+    """``values`` as int32 when every one is an integer and they span at most 16 bits (what
+    the readers' float32 pixels of an 8/16-bit file hold), else None."""
+    if values.dtype.kind in "ui" and values.dtype.itemsize <= 2:
+        return values
+    if values.dtype.kind != "f" or values.size == 0:
+        return None
+    low, high = float(values.min()), float(values.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or high - low > 65535 or abs(low) > 2**30:
+        return None
+    ints = values.astype(np.int32)
+    return ints if np.array_equal(ints, values) else None
+
+
+def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``np.percentile(values, qs)`` (its default linear method). Integer-valued images (8- and
+    16-bit files) are ranked from a histogram: one counting pass instead of a partial sort,
+    several times faster on a 768 x 1024 frame, same values."""
+    ints = _small_integers(values)
+    if ints is None:
+        return [float(v) for v in np.percentile(values, qs)]
+    flat = ints.ravel()
+    offset = int(flat.min())
+    counts = np.bincount(flat.astype(np.intp) - offset if offset else flat)
+    cumulative = np.cumsum(counts)
+    last = flat.size - 1
+    out = []
+    for q in qs:
+        h = q / 100.0 * last
+        k = int(np.floor(h))
+        # the value of rank k (0-based) is the first one whose cumulative count exceeds k
+        v0 = int(np.searchsorted(cumulative, k, side="right"))
+        v1 = int(np.searchsorted(cumulative, min(k + 1, last), side="right"))
+        out.append(offset + v0 + (h - k) * (v1 - v0))
+    return out
+
+
 def intensity_bounds(values: np.ndarray, intensity: Intensity) -> tuple[float, float]:
     """The (low, high) raw values that map to 0 and 1."""
     if intensity.method == "window":
@@ -45,8 +82,8 @@ def intensity_bounds(values: np.ndarray, intensity: Intensity) -> tuple[float, f
     if intensity.method == "minmax":
         return float(np.min(sample)), float(np.max(sample))
     assert intensity.low is not None and intensity.high is not None
-    lo, hi = np.percentile(sample, [intensity.low, intensity.high])
-    return float(lo), float(hi)
+    lo, hi = percentiles(sample, (intensity.low, intensity.high))
+    return lo, hi
 
 
 def apply_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -67,8 +104,27 @@ def resize2d(plane: np.ndarray, size: tuple[int, int], method: str) -> np.ndarra
     height, width = size
     if plane.shape == (height, width):
         return plane.astype(np.float32, copy=False)
+    fh, fw = plane.shape[0] // height, plane.shape[1] // width
+    if method == "area" and plane.shape == (height * fh, width * fw):
+        return _block_mean(plane.astype(np.float32, copy=False), fh, fw)
     img = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
     return np.asarray(img.resize((width, height), resample=_PIL_RESAMPLE[method]), np.float32)
+
+
+def _block_mean(plane: np.ndarray, fh: int, fw: int) -> np.ndarray:
+    """Mean of whole ``fh`` x ``fw`` blocks: what Pillow's box filter gives for an integer
+    reduction (to float32 rounding), by strided adds, ~5x faster than resizing with Pillow."""
+    h, w = plane.shape[0] // fh, plane.shape[1] // fw
+    rows = plane.reshape(h, fh, plane.shape[1])
+    acc = rows[:, 0].copy()
+    for i in range(1, fh):
+        acc += rows[:, i]
+    cols = acc.reshape(h, w, fw)
+    out = cols[:, :, 0].copy()
+    for j in range(1, fw):
+        out += cols[:, :, j]
+    out *= np.float32(1.0 / (fh * fw))
+    return out
 
 
 def resize_depth(volume: np.ndarray, depth: int) -> np.ndarray:
