@@ -81,3 +81,27 @@ def test_a_16_bit_frame_is_preprocessed_as_numpy_would() -> None:
     windowed = np.clip((pixels - low) / (high - low), 0, 1).astype(np.float32)
     box = Image.fromarray(windowed).resize((32, 24), Image.Resampling.BOX)
     np.testing.assert_allclose(got[0, :, :, 0], np.asarray(box), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["trilinear", "area", "nearest"])
+@pytest.mark.parametrize("shape", [(5, 128, 128), (3, 97, 140), (4, 40, 50)])
+def test_volume_resize_by_matrices_equals_pillow_per_slice(
+    method: str, shape: tuple[int, int, int]
+) -> None:
+    from app.imaging.preprocess import apply_window, preprocess_volume
+    from app.imaging.types import Volume
+
+    voxels = np.random.default_rng(4).uniform(-1200, 600, shape).astype(np.float32)
+    prep = Preprocessing(
+        kind="volume3d",
+        size=(shape[0], 64, 64),
+        channels=1,
+        intensity=Intensity(method="window", low=-1000, high=400),
+        resize=method,
+    )
+    volume = Volume(voxels, (2.0, 0.7, 0.7), Meta(format="nifti"))
+    got = preprocess_volume(volume, prep, "NDHWC")[0, ..., 0]
+    expected = np.stack(
+        [resize2d(apply_window(v, -1000, 400), (64, 64), method) for v in voxels]
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-6)
