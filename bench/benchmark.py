@@ -398,9 +398,16 @@ def _rss_mb(pid: int) -> dict[str, float]:
 class Server:
     """``python -m app.cli serve`` on a free port, optionally pinned to ``cpus``."""
 
-    def __init__(self, model_dir: Path, log: Path, cpus: set[int] | None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        log: Path,
+        cpus: set[int] | None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSERVE_")}
+        env.update(settings or {})
         env["MEDSERVE_MODEL_DIR"] = str(model_dir)
         cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port)]
@@ -501,11 +508,12 @@ def over_http(
     uploads: dict[str, Upload],
     profile: Profile,
     work: Path,
+    settings: dict[str, str],
 ) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     client_cpu = cpus[-1]
     server_cpus = set(cpus[:-1]) if len(cpus) >= 4 else None
-    server = Server(model_dir, work / "server.log", server_cpus)
+    server = Server(model_dir, work / "server.log", server_cpus, settings)
     try:
         for name in models:
             load(server.port, [(ENDPOINTS[name], uploads[name])] * profile.warmup, 1, client_cpu)
@@ -674,7 +682,8 @@ def report(results: dict[str, Any], plot: Path | None, out: Path) -> str:
         "## How it was measured",
         "",
         f"- Load generator: threads with one keep-alive `http.client` connection each, pinned to "
-        f"CPU {pin['client_cpu']}; server CPUs: {pin['server_cpus']}. With 2 cores the server "
+        f"CPU {pin['client_cpu']}; server CPUs: {pin['server_cpus']}; server settings: "
+        f"{results.get('server_settings') or 'defaults'}. With 2 cores the server "
         "cannot be kept off the client's core without halving its onnxruntime threads, so it "
         "shares it; at concurrency 1 the client is idle while it waits.",
         "- Floor: `InferenceSession.run` on the tensor the service's preprocessing makes from "
@@ -763,6 +772,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks.png")
     parser.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
     parser.add_argument("--no-keras", action="store_true", help="skip the TensorFlow path")
+    parser.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="MEDSERVE_X=VALUE",
+        help="a service setting for this run (repeatable; floor, pipeline and server)",
+    )
     args = parser.parse_args(argv)
     if args.command == "keras-worker":
         return keras_worker(args)
@@ -770,9 +786,12 @@ def main(argv: list[str] | None = None) -> int:
     from app.config import Settings
 
     profile = QUICK if args.quick else FULL
+    # the same settings for the in-process floor and pipeline as for the server
+    settings = dict(item.split("=", 1) for item in args.server_setting)
+    os.environ.update(settings)
     models = tuple(args.models)
     threads = Settings(model_dir=args.model_dir).intra_op_threads
-    results: dict[str, Any] = {"environment": environment(threads)}
+    results: dict[str, Any] = {"environment": environment(threads), "server_settings": settings}
     with tempfile.TemporaryDirectory(prefix="medserve-bench-") as tmp:
         work = Path(tmp)
         print("building uploads ...", flush=True)
@@ -787,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Keras tf.function (separate process) ...", flush=True)
             keras = run_keras(args.model_dir, args.runs_dir, measured, profile, threads, work)
         print("HTTP (real server) ...", flush=True)
-        http = over_http(args.model_dir, models, uploads, profile, work)
+        http = over_http(args.model_dir, models, uploads, profile, work, settings)
     results["http"] = {k: v for k, v in http.items() if k != "models"}
     results["models"] = {}
     for name in models:
