@@ -97,10 +97,13 @@ RUN groupadd --gid 10001 medserve \
 # MEDSERVE_WORKERS: uvicorn worker processes (read by `medserve serve`).
 # MEDSERVE_ORT_INTRA_OP_THREADS: onnxruntime threads per model session; 0 = one per core the
 #   container may use. With several workers, set it to cores / workers.
+# OPENBLAS_NUM_THREADS=1: NumPy's spinning BLAS threads would steal onnxruntime's cores
+#   (app/__init__.py sets the same default).
 # PYTHONDONTWRITEBYTECODE: the byte code was compiled in the builder (unchecked-hash .pyc, valid
 #   whatever the file times); never write any at run time (the root file system is read-only).
 ENV PATH="/opt/venv/bin:${PATH}" \
     ORT_DISABLE_TELEMETRY=1 \
+    OPENBLAS_NUM_THREADS=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONFAULTHANDLER=1 \

@@ -159,6 +159,8 @@ def test_runtime_environment(final: Stage) -> None:
     env = " ".join(final.args("ENV"))
     for setting in (
         "PYTHONDONTWRITEBYTECODE=1",
+        "ORT_DISABLE_TELEMETRY=1",
+        "OPENBLAS_NUM_THREADS=1",
         "MEDSERVE_MODEL_DIR=",
         "MEDSERVE_WORKERS=",
         "MEDSERVE_ORT_INTRA_OP_THREADS=",
