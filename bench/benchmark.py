@@ -43,6 +43,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+# As in the service (app/__init__.py): one NumPy BLAS thread, set before NumPy loads, so the
+# in-process pipeline runs as the server does. The sgemm peak runs in a child with all cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +202,19 @@ def time_calls(fn: Callable[[], object], profile: Profile, warmup: int = 3) -> l
     return samples
 
 
-def sgemm_gflops(n: int, repeats: int = 5) -> float:
+def sgemm_gflops(n: int, threads: int) -> float:
+    """The NumPy float32 matrix-multiply peak with ``threads`` BLAS threads, in a child process
+    (this one keeps NumPy to one thread, like the service)."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import benchmark; "
+    code += f"print(benchmark.sgemm_rate({n}))"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def sgemm_rate(n: int, repeats: int = 5) -> float:
     """Best-of NumPy float32 ``n x n @ n x n`` rate in GFLOP/s (2 n^3 operations)."""
     rng = np.random.default_rng(0)
     a = rng.random((n, n), dtype=np.float32)
@@ -517,11 +533,15 @@ def over_http(
     try:
         for name in models:
             load(server.port, [(ENDPOINTS[name], uploads[name])] * profile.warmup, 1, client_cpu)
-        rss_warm = server.rss()
         mixed_jobs = [
             (ENDPOINTS[models[i % len(models)]], uploads[models[i % len(models)]])
             for i in range(profile.mixed)
         ]
+        rss_sequential = server.rss()
+        # warm-up includes the mixed load itself (a tenth of it): concurrent requests bring
+        # their own allocator arenas and onnxruntime buffers, reached once, not a leak
+        load(server.port, mixed_jobs[: max(4, profile.mixed // 10)], 4, client_cpu)
+        rss_warm = server.rss()
         mixed = load(server.port, mixed_jobs, 4, client_cpu)
         rss_mixed = server.rss()
         per_model: dict[str, Any] = {}
@@ -543,6 +563,7 @@ def over_http(
             "client_cpu": client_cpu,
             "server_cpus": sorted(server_cpus) if server_cpus else "all (fewer than 4 cores)",
         },
+        "rss_after_sequential_warmup_mb": rss_sequential,
         "rss_warm_mb": rss_warm,
         "rss_after_mixed_mb": rss_mixed,
         "mixed": mixed,
@@ -618,7 +639,10 @@ def report(results: dict[str, Any], plot: Path | None, out: Path) -> str:
     growth = http["rss_after_mixed_mb"]["VmRSS"] / http["rss_warm_mb"]["VmRSS"]
     lines += [
         "",
-        f"Server RSS: {http['rss_warm_mb']['VmRSS']:.0f} MiB after warm-up, "
+        f"Server RSS: {http['rss_after_sequential_warmup_mb']['VmRSS']:.0f} MiB after "
+        f"{results.get('warmup', '')} requests per model one at a time, "
+        f"{http['rss_warm_mb']['VmRSS']:.0f} MiB after warm-up (those plus a tenth of the mixed "
+        "load at concurrency 4), "
         f"{http['rss_after_mixed_mb']['VmRSS']:.0f} MiB after {http['mixed']['latency_ms']['n']} "
         f"mixed requests (concurrency 4, round-robin over the models): growth "
         f"**{growth:.2f}×** (target ≤ {RSS_TARGET}×, "
@@ -691,7 +715,7 @@ def report(results: dict[str, Any], plot: Path | None, out: Path) -> str:
         "- FLOPs: 2 × multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm nodes, from "
         "ONNX shape inference at batch 1 (element-wise nodes are < 1 % and not counted). sgemm: "
         f"best of 5 NumPy float32 {results['sgemm_n']}² matrix products "
-        f"({results['sgemm_gflops']:.1f} GFLOP/s, NumPy's own BLAS threads).",
+        f"({results['sgemm_gflops']:.1f} GFLOP/s, one BLAS thread per core).",
         "- Keras: the card's architecture rebuilt with `training.models`, the training run's "
         "best checkpoint loaded, called as `tf.function(lambda x: model(x, training=False))` "
         "in its own process with the same intra-op thread count.",
@@ -791,14 +815,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(settings)
     models = tuple(args.models)
     threads = Settings(model_dir=args.model_dir).intra_op_threads
-    results: dict[str, Any] = {"environment": environment(threads), "server_settings": settings}
+    results: dict[str, Any] = {
+        "environment": environment(threads),
+        "server_settings": settings,
+        "warmup": profile.warmup,
+    }
     with tempfile.TemporaryDirectory(prefix="medserve-bench-") as tmp:
         work = Path(tmp)
         print("building uploads ...", flush=True)
         uploads = build_uploads(work, models)
         print("sgemm peak ...", flush=True)
         results["sgemm_n"] = profile.sgemm_n
-        results["sgemm_gflops"] = sgemm_gflops(profile.sgemm_n)
+        results["sgemm_gflops"] = sgemm_gflops(profile.sgemm_n, len(os.sched_getaffinity(0)))
         print("floor and pipeline ...", flush=True)
         measured = in_process(args.model_dir, models, uploads, profile)
         keras: dict[str, Any] = {}

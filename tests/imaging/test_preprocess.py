@@ -101,7 +101,5 @@ def test_volume_resize_by_matrices_equals_pillow_per_slice(
     )
     volume = Volume(voxels, (2.0, 0.7, 0.7), Meta(format="nifti"))
     got = preprocess_volume(volume, prep, "NDHWC")[0, ..., 0]
-    expected = np.stack(
-        [resize2d(apply_window(v, -1000, 400), (64, 64), method) for v in voxels]
-    )
+    expected = np.stack([resize2d(apply_window(v, -1000, 400), (64, 64), method) for v in voxels])
     np.testing.assert_allclose(got, expected, atol=1e-6)
