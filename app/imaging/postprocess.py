@@ -10,7 +10,6 @@ from PIL import Image
 
 from app.errors import UnknownOperatingPoint
 from app.imaging.card import ModelCard, OperatingPoint
-from app.imaging.preprocess import resize2d
 
 _P_CLIP = 1e-7  # a sigmoid output of exactly 0 or 1 has no finite logit
 
@@ -138,8 +137,6 @@ def mask_at(prob_map: np.ndarray, shape: tuple[int, int], threshold: float) -> n
     # the bilinear kernel spans 1 source pixel, widened by the reduction factor when shrinking
     r0, r1 = _reach(rows, src_h, height, max(1.0, src_h / height))
     c0, c1 = _reach(cols, src_w, width, max(1.0, src_w / width))
-    if (r0, r1, c0, c1) == (0, height, 0, width):
-        return resize2d(prob_map, shape, "bilinear") >= threshold
     sy, sx = src_h / height, src_w / width
     window = Image.fromarray(np.ascontiguousarray(prob_map, dtype=np.float32)).resize(
         (c1 - c0, r1 - r0), Image.Resampling.BILINEAR, box=(c0 * sx, r0 * sy, c1 * sx, r1 * sy)

@@ -104,3 +104,18 @@ def test_benchmark_runs_on_a_tiny_setting(tmp_path: Path) -> None:
     text = out.read_text()
     assert "e2e p50 / floor p50" in text and "pneumonia_xray" in text
     assert plot.stat().st_size > 1000
+
+
+def test_phantom_tracking_runs_through_a_real_server(tmp_path: Path) -> None:
+    """One short sequence of fresh frames through HTTP: every frame answered, centroids and
+    Dice against the generator's truth, a plot drawn."""
+    raw, plot = tmp_path / "track.json", tmp_path / "track.png"
+    cmd = [sys.executable, str(ROOT / "bench" / "phantom_tracking.py"), "--seed", "7"]
+    cmd += ["--n", "4", "--json", str(raw), "--plot", str(plot)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(raw.read_text())
+    assert result["frames"] == len(result["per_frame"]) == 4
+    assert result["frames_with_tumour"] == 4  # sequence 0 of seed 7 carries the insert
+    assert result["dice_mean"] > 0.85 and result["centroid_error_median_px"] < 5
+    assert plot.stat().st_size > 1000

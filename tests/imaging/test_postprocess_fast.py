@@ -45,6 +45,10 @@ def test_windowed_mask_of_a_frame_sized_map() -> None:
     expected = resize2d(prob, (768, 1024), "bilinear") >= 0.5
     np.testing.assert_array_equal(mask_at(prob, (768, 1024), 0.5), expected)
     assert not mask_at(np.zeros((8, 8), np.float32), (32, 32), 0.5).any()
+    same = np.random.default_rng(9).random((40, 56)).astype(np.float32)  # no resize at all
+    np.testing.assert_array_equal(mask_at(same, (40, 56), 0.5), same >= 0.5)
+    everywhere = np.full((24, 32), 0.9, np.float32)  # the window is the whole frame
+    assert mask_at(everywhere, (96, 128), 0.5).all()
 
 
 def test_cropped_summary_equals_numpy() -> None:
