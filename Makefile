@@ -95,7 +95,8 @@ models-brain: $(VENV)/.all-installed
 PHANTOM_DATA ?= data/phantom_xray
 PHANTOM_TEST ?= data/phantom_xray_test
 models-phantom: $(VENV)/.all-installed
-	$(BIN)/medserve-train synth phantom --out $(PHANTOM_DATA) --n 900 --seed 1 --overwrite
+	$(BIN)/medserve-train synth phantom --out $(PHANTOM_DATA) --n 1200 --seed 1 \
+		--frames-per-sequence 2 5 --overwrite
 	$(BIN)/medserve-train synth phantom --out $(PHANTOM_TEST) --n 200 --seed 2 --overwrite
 	$(BIN)/python -m training.phantom_pipeline study --data $(PHANTOM_DATA) \
 		--out runs/phantom_norm_study/study.json --input-size 96 128 --epochs 12 --seed 1
