@@ -93,11 +93,13 @@ models-brain: $(VENV)/.all-installed
 ## segmenter at 192x256; first the window-vs-percentile normalisation study (at 96x128), then
 ## the demo model (about 40 minutes on 2 idle CPU cores); the held-out test set uses another seed.
 PHANTOM_DATA ?= data/phantom_xray
+NPROC ?= $(shell nproc 2>/dev/null || echo 1)
 PHANTOM_TEST ?= data/phantom_xray_test
 models-phantom: $(VENV)/.all-installed
 	$(BIN)/medserve-train synth phantom --out $(PHANTOM_DATA) --n 1200 --seed 1 \
-		--frames-per-sequence 2 5 --overwrite
-	$(BIN)/medserve-train synth phantom --out $(PHANTOM_TEST) --n 200 --seed 2 --overwrite
+		--frames-per-sequence 2 5 --workers $(NPROC) --overwrite
+	$(BIN)/medserve-train synth phantom --out $(PHANTOM_TEST) --n 200 --seed 2 \
+		--workers $(NPROC) --overwrite
 	$(BIN)/python -m training.phantom_pipeline study --data $(PHANTOM_DATA) \
 		--out runs/phantom_norm_study/study.json --input-size 96 128 --epochs 12 --seed 1
 	$(BIN)/medserve-train train phantom --data $(PHANTOM_DATA) --test-data $(PHANTOM_TEST) \

@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--empty-fraction", type=float, default=0.15, help="phantom: sequences without insert"
     )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="phantom: processes rendering sequences in parallel (same files as with one)",
+    )
     t = train.add_argument_group("phantom")
     t.add_argument(
         "--input-size",
@@ -78,7 +84,7 @@ def synth(args: argparse.Namespace) -> int:
         empty_fraction=args.empty_fraction,
         image_format=args.format,
     )
-    files = phantom.generate(Path(args.out), cfg, overwrite=args.overwrite)
+    files = phantom.generate(Path(args.out), cfg, overwrite=args.overwrite, workers=args.workers)
     sequences = len({p.stem.split("_")[0] for p in files})
     print(json.dumps({"written": len(files), "sequences": sequences, "size": list(cfg.size)}))
     return 0

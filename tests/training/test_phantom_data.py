@@ -59,6 +59,20 @@ def test_deterministic_per_seed() -> None:
     assert not np.array_equal(a[0][0], other.image)
 
 
+def test_parallel_generation_writes_the_same_files(
+    generated: tuple[Path, phantom.SynthConfig], tmp_path: Path
+) -> None:
+    out, cfg = generated
+    written = phantom.generate(tmp_path, cfg, workers=2)
+    assert [p.name for p in written] == [f"{i.id}.tif" for i in phantom.plan(cfg)]
+    for sub in ("images", "labels"):
+        for path in sorted((out / "phantom" / sub).glob("*.tif")):
+            other = tmp_path / "phantom" / sub / path.name
+            assert np.array_equal(_read(path), _read(other)), other
+    a = (out / "phantom" / "frames.csv").read_text()
+    assert (tmp_path / "phantom" / "frames.csv").read_text() == a
+
+
 def test_tumour_moves_within_a_sequence_and_is_denser() -> None:
     cfg = phantom.SynthConfig(n=14, seed=2, size=(192, 256), frames_per_sequence=(14, 14))
     seq = phantom._setup(cfg, 0)

@@ -40,7 +40,9 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Literal
 
@@ -425,8 +427,27 @@ def _save(arr: np.ndarray, path: Path, fmt: str) -> None:
         img.save(path, format="TIFF", compression="tiff_adobe_deflate")
 
 
-def generate(out: Path, cfg: SynthConfig, *, overwrite: bool = False) -> list[Path]:
-    """Write every frame of the plan; returns the image paths."""
+def _write_sequence(root: Path, cfg: SynthConfig, items: list[PlannedFrame]) -> list[list[str]]:
+    """Render and save the frames ``items`` of one sequence; their ``frames.csv`` rows."""
+    seq = _setup(cfg, items[0].sequence)
+    rows = []
+    for item in items:
+        fr = render_frame(cfg, seq, item)
+        _save(fr.image, root / IMAGES / f"{item.id}.{cfg.image_format}", cfg.image_format)
+        _save(fr.label, root / LABELS / f"{item.id}.{cfg.image_format}", cfg.image_format)
+        cx, cy = fr.centroid if fr.centroid else (float("nan"), float("nan"))
+        ids = [item.id, str(item.sequence), str(item.frame)]
+        rows.append([*ids, f"{fr.inhale:.4f}", f"{cx:.3f}", f"{cy:.3f}"])
+    return rows
+
+
+def generate(
+    out: Path, cfg: SynthConfig, *, overwrite: bool = False, workers: int = 1
+) -> list[Path]:
+    """Write every frame of the plan; returns the image paths (in plan order).
+
+    ``workers`` > 1 renders whole sequences in that many processes; the files are the same as
+    with one (every sequence and frame draws from its own seeded generator)."""
     root = Path(out) / ROOT
     for sub in (IMAGES, LABELS):
         folder = root / sub
@@ -436,25 +457,24 @@ def generate(out: Path, cfg: SynthConfig, *, overwrite: bool = False) -> list[Pa
             raise FileExistsError(f"{folder} already holds images (use --overwrite)")
         for path in old:
             path.unlink()
-    ext = cfg.image_format
-    written = []
-    rows = []
+    items = plan(cfg)
+    sequences: dict[int, list[PlannedFrame]] = {}
+    for item in items:
+        sequences.setdefault(item.sequence, []).append(item)
+    jobs = list(sequences.values())
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            per_sequence = list(pool.map(_write_sequence, repeat(root), repeat(cfg), jobs))
+    else:
+        per_sequence = [_write_sequence(root, cfg, job) for job in jobs]
     ry, rx = cfg.pixel_mm
-    for item, fr in iter_frames(cfg):
-        path = root / IMAGES / f"{item.id}.{ext}"
-        _save(fr.image, path, ext)
-        _save(fr.label, root / LABELS / f"{item.id}.{ext}", ext)
-        written.append(path)
-        cx, cy = fr.centroid if fr.centroid else (float("nan"), float("nan"))
-        rows.append(
-            [item.id, item.sequence, item.frame, f"{fr.inhale:.4f}", f"{cx:.3f}", f"{cy:.3f}"]
-        )
     with (root / "frames.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "sequence", "frame", "inhale", "centroid_x_px", "centroid_y_px"])
-        w.writerows(rows)
+        for rows in per_sequence:
+            w.writerows(rows)
         f.write(f"# pixel size (row, column) mm: {ry:.5f}, {rx:.5f}\n")
-    return written
+    return [root / IMAGES / f"{item.id}.{cfg.image_format}" for item in items]
 
 
 def preview_grid(out_png: Path, cfg: SynthConfig, columns: int = 5, tile_w: int = 256) -> None:
