@@ -7,6 +7,7 @@ slices reuse it; ``train_pneumonia`` wires the chest X-ray slice and returns the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -215,6 +216,49 @@ class RunInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+Runner = Callable[[np.ndarray], np.ndarray]
+Describe = Callable[[Path, Any, Runner, float], tuple[dict[str, Any], list[str]]]
+
+
+def publish_artifact(
+    model: Any,
+    name: str,
+    version: str,
+    out_root: Path,
+    probe: np.ndarray,
+    seed: int,
+    overwrite: bool,
+    describe: Describe,
+) -> Path:
+    """Export a trained Keras ``model`` as ``out_root/<name>/<version>`` and return the folder.
+
+    In a hidden staging folder: ONNX export, checked against Keras on ``probe`` and on uniform
+    noise of its shape; ``describe(folder, session, run, max_diff)`` evaluates the ONNX graph
+    (``run``: batch → logits), writes its plots into ``folder`` and returns the card fields and
+    the plot file names; then the SavedModel and the card. The folder is moved into place only
+    once complete (removed on any error) and then loaded with ``app.registry.load_entry``: a
+    ``RuntimeError`` if the service would not serve it."""
+    from app.config import Settings
+    from app.registry import load_entry
+
+    staging = Staging(Path(out_root), name, version)
+    try:
+        rand = np.random.default_rng(seed).uniform(0, 1, probe.shape).astype(np.float32)
+        max_diff = export_onnx(model, staging.dir / MODEL_FILE, [probe, rand])
+        session = onnx_session(staging.dir / MODEL_FILE)
+        fields, plots = describe(staging.dir, session, onnx_runner(session), max_diff)
+        export_saved_model(model, staging.dir)
+        write_card(staging.dir, fields, plots, session)
+        final = staging.commit(overwrite)
+    except BaseException:
+        staging.discard()
+        raise
+    entry = load_entry(name, final, Settings(model_dir=Path(out_root)))
+    if not entry.ready:
+        raise RuntimeError(f"exported artifact is not servable: {entry.reason}")
+    return final
+
+
 def run_binary_classification(
     *,
     template: CardTemplate,
@@ -239,9 +283,6 @@ def run_binary_classification(
     ``augment_fn``: a batch augmentation for ``train_classifier`` (None: its 2D augmenter);
     ``conformance``: the card's ``conformance`` section (what the training data looked like).
     """
-    from app.config import Settings
-    from app.registry import load_entry
-
     result = train_classifier(
         build_fn,
         splits.train.x,
@@ -253,14 +294,10 @@ def run_binary_classification(
         class_weight=class_weight,
         augment_fn=augment_fn,
     )
-    model = result.model
-    staging = Staging(Path(out_root), template.name, version)
-    try:
-        probe = splits.val.x[: min(32, len(splits.val))]
-        rand = np.random.default_rng(info.seed).uniform(0, 1, probe.shape).astype(np.float32)
-        max_diff = export_onnx(model, staging.dir / MODEL_FILE, [probe, rand])
-        session = onnx_session(staging.dir / MODEL_FILE)
-        run = onnx_runner(session)
+
+    def describe(
+        folder: Path, session: Any, run: Runner, max_diff: float
+    ) -> tuple[dict[str, Any], list[str]]:
         # Calibrate and evaluate on what the service will run: the ONNX graph's logits.
         val_logits = predict_logits(run, splits.val.x)
         test_logits = predict_logits(run, splits.test.x)
@@ -273,7 +310,7 @@ def run_binary_classification(
             splits.test.y, p_cal, p_unc, thresholds, cal.default_operating_point
         )
         plots = write_plots(
-            staging.dir,
+            folder,
             history=result.history,
             y_test=splits.test.y,
             p_uncalibrated=p_unc,
@@ -282,7 +319,6 @@ def run_binary_classification(
             default_operating_point=cal.default_operating_point,
             labels=template.labels,
         )
-        export_saved_model(model, staging.dir)
         fields = card_fields(
             template=template,
             version=version,
@@ -307,15 +343,12 @@ def run_binary_classification(
         fields["training"].update(info.extra)  # later keys win
         if conformance is not None:
             fields["conformance"] = conformance
-        write_card(staging.dir, fields, plots, session)
-        final = staging.commit(overwrite)
-    except BaseException:
-        staging.discard()
-        raise
-    entry = load_entry(template.name, final, Settings(model_dir=Path(out_root)))
-    if not entry.ready:
-        raise RuntimeError(f"exported artifact is not servable: {entry.reason}")
-    return final
+        return fields, plots
+
+    probe = splits.val.x[: min(32, len(splits.val))]
+    return publish_artifact(
+        result.model, template.name, version, out_root, probe, info.seed, overwrite, describe
+    )
 
 
 def train_pneumonia(

@@ -81,7 +81,7 @@ from typing import Any
 
 import numpy as np
 
-from app.imaging.card import MODEL_FILE, Preprocessing
+from app.imaging.card import Preprocessing
 from app.imaging.postprocess import lesion_logit, mask_at, probability_map
 from app.imaging.preprocess import resize2d
 from training.calibrate import CalibrationResult, calibrate
@@ -92,16 +92,8 @@ from training.evaluate import (
     plot_training_curves,
     pyplot,
 )
-from training.export import (
-    Staging,
-    export_onnx,
-    export_saved_model,
-    onnx_runner,
-    onnx_session,
-    write_card,
-)
 from training.metrics import binary_metrics, expected_calibration_error, roc_auc, sigmoid
-from training.pipeline import CardTemplate, RunInfo, card_fields
+from training.pipeline import CardTemplate, RunInfo, Runner, card_fields, publish_artifact
 from training.train import TrainResult, choose_strategy, set_seeds
 
 log = logging.getLogger("medserve.training")
@@ -790,19 +782,12 @@ def export_segmentation_artifact(
 ) -> Path:
     """Everything of ``run_binary_segmentation`` after training, for a trained ``result``
     (e.g. a model rebuilt from a run's best checkpoint)."""
-    from app.config import Settings
-    from app.registry import load_entry
-
     _check_inputs(template, splits)
-    model = result.model
-    staging = Staging(Path(out_root), template.name, version)
-    try:
-        probe = splits.val.x[: min(16, len(splits.val))]
-        rand = np.random.default_rng(info.seed).uniform(0, 1, probe.shape).astype(np.float32)
-        max_diff = export_onnx(model, staging.dir / MODEL_FILE, [probe, rand])
-        session = onnx_session(staging.dir / MODEL_FILE)
-        run = onnx_runner(session)
-        # Everything below runs the ONNX graph, the service's code path.
+
+    def describe(
+        folder: Path, session: Any, run: Runner, max_diff: float
+    ) -> tuple[dict[str, Any], list[str]]:
+        # Everything here runs the ONNX graph, the service's code path.
         val_probs = probability_maps(run, splits.val.x)
         pixel_threshold, table = choose_pixel_threshold(val_probs, splits.val.masks)
         val_logits, y_val = lesion_logits(val_probs), splits.val.has_lesion
@@ -821,7 +806,7 @@ def export_segmentation_artifact(
             k: val_metrics[k] for k in ("n", "n_with_lesion", "dice", "iou", "dice_all", "auc")
         }
         plots = write_segmentation_plots(
-            staging.dir,
+            folder,
             history=result.history,
             test=splits.test,
             test_probs=test_probs,
@@ -830,7 +815,6 @@ def export_segmentation_artifact(
             threshold_table=table,
             labels=template.labels,
         )
-        export_saved_model(model, staging.dir)
         fields = card_fields(
             template=template,
             version=version,
@@ -876,19 +860,16 @@ def export_segmentation_artifact(
                 "val": len(set(splits.val.groups.tolist())),
                 "test": len(set(splits.test.groups.tolist())),
             },
-            parameters=int(model.count_params()),
+            parameters=int(result.model.count_params()),
             split="by patient",
         )
         fields["training"].update({**result.extra, **info.extra})  # later keys win
-        write_card(staging.dir, fields, plots, session)
-        final = staging.commit(overwrite)
-    except BaseException:
-        staging.discard()
-        raise
-    entry = load_entry(template.name, final, Settings(model_dir=Path(out_root)))
-    if not entry.ready:
-        raise RuntimeError(f"exported artifact is not servable: {entry.reason}")
-    return final
+        return fields, plots
+
+    probe = splits.val.x[: min(16, len(splits.val))]
+    return publish_artifact(
+        result.model, template.name, version, out_root, probe, info.seed, overwrite, describe
+    )
 
 
 def evaluate_segmentation_artifact(model_dir: Path, split: SegSplit) -> dict[str, Any]:

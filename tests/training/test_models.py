@@ -70,3 +70,21 @@ def test_export_refuses_a_disagreeing_graph(
     with pytest.raises(export.ExportMismatch):
         export.export_onnx(model, tmp_path / "model.onnx", [_batch(2)])
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_publish_artifact_leaves_nothing_behind_when_describing_fails(tmp_path: Path) -> None:
+    from training.pipeline import publish_artifact
+
+    model = get_builder(DEFAULT_ARCH)(SHAPE, width=0.25)
+    seen: list[tuple[int, float]] = []
+
+    def describe(folder: Path, session, run, max_diff: float):  # type: ignore[no-untyped-def]
+        assert (folder / "model.onnx").is_file() and folder.name.startswith(".staging-")
+        seen.append((run(_batch(3)).shape[0], max_diff))
+        raise ValueError("evaluation failed")
+
+    with pytest.raises(ValueError, match="evaluation failed"):
+        publish_artifact(model, "tiny", "0.0.1", tmp_path, _batch(2), 0, False, describe)
+    assert seen and seen[0][0] == 3 and seen[0][1] < 1e-3  # it ran the exported graph
+    assert not (tmp_path / "tiny" / "0.0.1").exists()
+    assert not list(tmp_path.glob(".staging-*"))
