@@ -204,6 +204,9 @@ class SplitsLike(Protocol):
     val: _SplitLike
     test: _SplitLike
 
+    @property
+    def sizes(self) -> dict[str, int]: ...
+
 
 @dataclass
 class RunInfo:
@@ -330,11 +333,7 @@ def run_binary_classification(
             config=config,
             metrics=metrics,
             max_diff=max_diff,
-            split_sizes={
-                "train": len(splits.train),
-                "val": len(splits.val),
-                "test": len(splits.test),
-            },
+            split_sizes=splits.sizes,
         )
         fields["training"].update(
             class_weight={str(k): v for k, v in (class_weight or {}).items()},

@@ -37,7 +37,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert main(["synth", "phantom", "--out", str(data), "--n", "24", "--seed", "3",
                  "--empty-fraction", "0.3", *common]) == 0  # fmt: skip
     assert main(["synth", "phantom", "--out", str(test), "--n", "8", "--seed", "4",
-                 "--format", "png", *common]) == 0  # fmt: skip
+                 "--format", "png", "--workers", "2", *common]) == 0  # fmt: skip
     config = SegTrainConfig(epochs=1, batch_size=8, seed=0, threads=2, verbose=0)
     path = train_phantom(
         data,
