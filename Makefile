@@ -61,7 +61,7 @@ models: $(VENV)/.all-installed
 	$(BIN)/medserve-train synth pneumonia --out $(PNEUMONIA_TEST) --n 500 --seed 2 \
 		--test-fraction 0.9 --overwrite
 	$(BIN)/medserve-train train pneumonia --data $(PNEUMONIA_DATA) --test-data $(PNEUMONIA_TEST) \
-		--out models --version 1.0.0 --arch cnn --width 0.5 --size 128 --channels 1 \
+		--out models --version 1.1.0 --arch cnn --width 0.5 --size 128 --channels 1 \
 		--epochs 25 --patience 6 --batch-size 32 --seed 1 --synthetic --overwrite
 
 ## COVID-19 chest CT (covid_ct): CT-0 vs CT-2+CT-3 volumes at 128 px, a 3D CNN at 32x64x64
@@ -74,7 +74,7 @@ models-ct: $(VENV)/.all-installed
 	$(BIN)/medserve-train synth covid_ct --out $(COVID_CT_TEST) --n 400 --seed 2 \
 		--volume-size 128 --categories CT-0 CT-2 CT-3 --overwrite
 	$(BIN)/medserve-train train covid_ct --data $(COVID_CT_DATA) --test-data $(COVID_CT_TEST) \
-		--out models --version 1.0.0 --volume-shape 32 64 64 --width 0.5 --epochs 15 \
+		--out models --version 1.1.0 --volume-shape 32 64 64 --width 0.5 --epochs 15 \
 		--patience 5 --batch-size 8 --seed 1 --threads 2 --synthetic --overwrite
 
 ## Brain MRI FLAIR lesion segmentation (brain_tumor_mri): a slim U-Net (4 levels, 16 base
@@ -85,7 +85,7 @@ models-brain: $(VENV)/.all-installed
 	$(BIN)/medserve-train synth brain_mri --out $(BRAIN_DATA) --n 1800 --seed 1 --overwrite
 	$(BIN)/medserve-train synth brain_mri --out $(BRAIN_TEST) --n 500 --seed 2 --overwrite
 	$(BIN)/medserve-train train brain_mri --data $(BRAIN_DATA) --test-data $(BRAIN_TEST) \
-		--out models --version 1.0.0 --size 128 --base-filters 16 --depth 4 --dropout 0.1 \
+		--out models --version 1.1.0 --size 128 --base-filters 16 --depth 4 --dropout 0.1 \
 		--loss bce_dice --epochs 12 --patience 4 --batch-size 16 --seed 1 --threads 2 \
 		--synthetic --overwrite
 
@@ -104,7 +104,7 @@ models-phantom: $(VENV)/.all-installed
 	$(BIN)/python -m training.phantom_pipeline study --data $(PHANTOM_DATA) \
 		--out runs/phantom_norm_study/study.json --input-size 96 128 --epochs 12 --seed 1
 	$(BIN)/medserve-train train phantom --data $(PHANTOM_DATA) --test-data $(PHANTOM_TEST) \
-		--out models --version 1.0.0 --input-size 192 256 --base-filters 16 --depth 4 \
+		--out models --version 1.1.0 --input-size 192 256 --base-filters 16 --depth 4 \
 		--normalisation percentile --normalisation-study runs/phantom_norm_study/study.json \
 		--max-shift 0.1 --epochs 45 --patience 10 --batch-size 8 --seed 1 --threads 2 \
 		--synthetic --overwrite

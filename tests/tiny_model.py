@@ -55,6 +55,24 @@ def tiny_segmenter_onnx(path: Path) -> None:
     path.write_bytes(model.SerializeToString())
 
 
+def _code(value: str, meaning: str) -> dict[str, str]:
+    return {"value": value, "scheme": "SCT", "meaning": meaning}
+
+
+# The DICOM results' codes of every tiny model (a segment too, which classifiers ignore).
+TINY_DICOM: dict[str, Any] = {
+    "procedure": _code("363679005", "Imaging procedure"),
+    "finding": _code("108369006", "Neoplasm"),
+    "present": _code("52101004", "Present"),
+    "absent": _code("272519000", "Absent"),
+    "segment": {
+        "label": "Test segment",
+        "category": _code("49755003", "Morphologically abnormal structure"),
+        "type": _code("108369006", "Neoplasm"),
+    },
+}
+
+
 def tiny_card(
     name: str,
     version: str,
@@ -107,6 +125,7 @@ def tiny_card(
             "expected_first": [float(out[0])],
             "expected_mean": float(out.mean()),
         },
+        "dicom": TINY_DICOM,
     }
     card.update(overrides)
     return card

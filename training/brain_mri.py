@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.imaging.card import Intensity, Preprocessing
+from training.dicom_codes import BRAIN_MRI_DICOM
 from training.pipeline import CardTemplate, RunInfo
 from training.segmentation import (
     SegSplits,
@@ -58,6 +59,7 @@ BRAIN_CARD = CardTemplate(
         "Operating points and calibration were fitted on a validation split of the same "
         "source; prevalence and calibration shift on other scanners and sites.",
     ),
+    dicom=BRAIN_MRI_DICOM,
 )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.imaging.card import Intensity, Preprocessing
+from training.dicom_codes import COVID_CT_DICOM
 from training.pipeline import CardTemplate, RunInfo, run_binary_classification
 from training.train import TrainConfig
 
@@ -68,6 +69,7 @@ COVID_CT_CARD = CardTemplate(
         "Operating points and calibration were fitted on a validation split of the same source; "
         "prevalence and calibration shift at other sites.",
     ),
+    dicom=COVID_CT_DICOM,
 )
 
 

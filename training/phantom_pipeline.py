@@ -19,7 +19,7 @@ needs on top of it:
 Command line (besides ``medserve-train synth|train|evaluate phantom``)::
 
     python -m training.phantom_pipeline study --data DIR --out runs/phantom_norm_study.json
-    python -m training.phantom_pipeline latency --model models/phantom_tumor_xray/1.0.0 --data DIR
+    python -m training.phantom_pipeline latency --model models/phantom_tumor_xray/1.1.0 --data DIR
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import numpy as np
 
 from app.imaging.card import CARD_FILE, Intensity, ModelCard, Preprocessing, sha256_file
 from app.imaging.postprocess import summarize_mask
+from training.dicom_codes import PHANTOM_DICOM
 from training.pipeline import CardTemplate, RunInfo
 from training.segmentation import (
     SegSplit,
@@ -81,6 +82,7 @@ PHANTOM_CARD = CardTemplate(
         "The model runs at a quarter of the frame's resolution; sub-pixel centroid accuracy "
         "comes from the bilinearly resized probability map and is measured, not guaranteed.",
     ),
+    dicom=PHANTOM_DICOM,
 )
 
 CONFORMANCE: dict[str, Any] = {

@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.imaging.card import MODEL_FILE, Intensity, Preprocessing
+from app.imaging.card import MODEL_FILE, DicomCodes, Intensity, Preprocessing
 from training.calibrate import DEFAULT_OPERATING_POINT, calibrate
+from training.dicom_codes import PNEUMONIA_DICOM
 from training.evaluate import evaluate_probabilities, predict_logits, write_plots
 from training.export import (
     Staging,
@@ -45,6 +46,7 @@ class CardTemplate:
     dataset: str
     intended_use: str
     limitations: tuple[str, ...]
+    dicom: DicomCodes
     layout: str = "NHWC"
     default_operating_point: str = DEFAULT_OPERATING_POINT
     synthetic_limitation: str = (
@@ -76,6 +78,7 @@ PNEUMONIA_CARD = CardTemplate(
         "Operating points and calibration were fitted on a validation split of the same source; "
         "prevalence and calibration shift at other sites.",
     ),
+    dicom=PNEUMONIA_DICOM,
 )
 
 
@@ -145,6 +148,7 @@ def card_fields(
         },
         "intended_use": template.intended_use,
         "limitations": limitations,
+        "dicom": template.dicom.model_dump(exclude_none=True),
     }
 
 

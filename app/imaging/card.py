@@ -169,6 +169,32 @@ class Conformance(_Strict):
     min_slices: int | None = None
 
 
+class Coded(_Strict):
+    """One coded concept as DICOM writes it: value, coding scheme (``SCT``, ``DCM``), meaning."""
+
+    value: str = Field(min_length=1, max_length=64)
+    scheme: str = Field(min_length=1, max_length=16)
+    meaning: str = Field(min_length=1, max_length=64)
+
+
+class SegmentCodes(_Strict):
+    """The one segment a segmenter's DICOM Segmentation holds."""
+
+    label: str = Field(min_length=1, max_length=64)
+    category: Coded = Field(description="Segmented Property Category (e.g. SCT 49755003)")
+    type: Coded = Field(description="Segmented Property Type (e.g. SCT 108369006 Neoplasm)")
+
+
+class DicomCodes(_Strict):
+    """The codes the DICOM results (SEG, SR) use; the service types none of them."""
+
+    procedure: Coded = Field(description="Procedure reported (TID 1500)")
+    finding: Coded = Field(description="The finding the model decides on")
+    present: Coded = Field(description="Value of the finding when positive")
+    absent: Coded = Field(description="Value of the finding when negative")
+    segment: SegmentCodes | None = Field(None, description="Segmenters: the segment")
+
+
 class ModelCard(_Strict):
     """``model_card.json``: every field the contract lists."""
 
@@ -192,6 +218,7 @@ class ModelCard(_Strict):
     files: dict[str, str] = Field(description="file name -> sha256 (hex)")
     self_test: SelfTest
     conformance: Conformance = Field(default_factory=Conformance)
+    dicom: DicomCodes | None = Field(None, description="Codes for DICOM results (SEG/SR)")
 
     @field_validator("files")
     @classmethod
@@ -211,6 +238,8 @@ class ModelCard(_Strict):
             raise ValueError("default_operating_point is not one of operating_points")
         if self.task == "binary_segmentation" and self.pixel_threshold is None:
             raise ValueError("a segmentation card needs pixel_threshold")
+        if self.task == "binary_segmentation" and self.dicom and self.dicom.segment is None:
+            raise ValueError("a segmentation card's dicom section needs a segment")
         return self
 
     @property
