@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 SourceFormat = Literal["png", "jpeg", "tiff", "dicom", "nifti", "dicom_series"]
 
@@ -32,6 +33,15 @@ class Meta:
 
 
 @dataclass(frozen=True)
+class DicomSource:
+    """The uploaded DICOM instances' headers, pixel data dropped once decoded, in slice order
+    (``Volume`` axis 0 before any reorientation). Only DICOM results (SEG/SR) read them: they
+    hold patient data and are never logged or echoed."""
+
+    datasets: tuple[Dataset, ...]
+
+
+@dataclass(frozen=True)
 class Image2D:
     """``pixels``: (H, W) or (H, W, C) float32 in the file's own value range (16-bit kept).
 
@@ -41,6 +51,7 @@ class Image2D:
     pixels: np.ndarray
     spacing: tuple[float, float] | None
     meta: Meta
+    dicom: DicomSource | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -59,6 +70,7 @@ class Volume:
     voxels: np.ndarray
     spacing: tuple[float, float, float] | None
     meta: Meta
+    dicom: DicomSource | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -40,7 +40,7 @@ from pydicom.uid import (
 
 from app.errors import ImageTooLarge, InvalidDicom, UnsupportedTransferSyntax
 from app.imaging.limits import DecodeLimits
-from app.imaging.types import Image2D, Meta, SourceFormat
+from app.imaging.types import DicomSource, Image2D, Meta, SourceFormat
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _MONO = ("MONOCHROME1", "MONOCHROME2")
@@ -62,6 +62,15 @@ def read_dataset(data: bytes) -> Dataset:
     # pydicom keeps the source stream, which would keep the upload's bytes alive next to the
     # parsed element values (a whole series twice over); every value is already read.
     ds.buffer = None
+    return ds
+
+
+def drop_pixels(ds: Dataset) -> Dataset:
+    """Delete the pixel data element once decoded (its bytes are freed at once); the header
+    stays for DICOM results."""
+    for keyword in _PIXEL_KEYWORDS:
+        if keyword in ds:
+            del ds[keyword]
     return ds
 
 
@@ -441,4 +450,9 @@ def decode_dicom_image(
     frame = next(iter_frames(ds, decoder, [0]))
     pixels = frame_values(frame, ds, info, voi=apply_voi_lut)
     meta = dicom_meta(ds, info, "dicom", transfer_syntax=str(ds.file_meta.TransferSyntaxUID))
-    return Image2D(pixels=np.ascontiguousarray(pixels), spacing=pixel_spacing(ds), meta=meta)
+    return Image2D(
+        pixels=np.ascontiguousarray(pixels),
+        spacing=pixel_spacing(ds),
+        meta=meta,
+        dicom=DicomSource((drop_pixels(ds),)),
+    )

@@ -38,6 +38,7 @@ from app.imaging.readers.dicom import (
     as_float,
     as_floats,
     dicom_meta,
+    drop_pixels,
     functional,
     get,
     gray_values,
@@ -48,7 +49,7 @@ from app.imaging.readers.dicom import (
     pixel_spacing,
 )
 from app.imaging.readers.orient import LPS_TO_RAS, plan, source_view
-from app.imaging.types import SourceFormat, Volume
+from app.imaging.types import DicomSource, SourceFormat, Volume
 
 _ORIENTATION_TOL = 1e-3  # direction cosines
 _DUPLICATE_MM = 1e-3
@@ -186,6 +187,7 @@ def _assemble(
     fill: Callable[[np.ndarray, list[int]], None],
     fmt: SourceFormat,
     what: str,
+    sources: Callable[[list[int]], tuple[Dataset, ...]],
 ) -> Volume:
     if count < 2:
         raise InvalidVolume(f"a volume needs at least 2 slices; the upload has {count}")
@@ -216,7 +218,7 @@ def _assemble(
     meta = dicom_meta(
         first, info, fmt, slices=count, geometry=how, orientation_known=orientation is not None
     )
-    return Volume(voxels=out, spacing=canon.spacing, meta=meta)
+    return Volume(voxels=out, spacing=canon.spacing, meta=meta, dicom=DicomSource(sources(order)))
 
 
 def _require_gray(info: PixelInfo) -> None:
@@ -256,8 +258,9 @@ def decode_multiframe(ds: Dataset, info: PixelInfo, limits: DecodeLimits) -> Vol
         slot = {frame: k for k, frame in enumerate(order)}
         for frame, arr in enumerate(iter_frames(ds, decoder)):
             view[slot[frame]] = gray_values(arr, ds, info, rescale=rescales[frame])
+        drop_pixels(ds)
 
-    return _assemble(count, info, planes, ds, limits, fill, "dicom", "frames")
+    return _assemble(count, info, planes, ds, limits, fill, "dicom", "frames", lambda order: (ds,))
 
 
 def decode_series(datasets: Sequence[Dataset], limits: DecodeLimits) -> Volume:
@@ -299,5 +302,11 @@ def decode_series(datasets: Sequence[Dataset], limits: DecodeLimits) -> Volume:
             ds, info = images[index], infos[index]
             frame = next(iter_frames(ds, pixel_decoder(ds, info), [0]))
             view[k] = gray_values(frame, ds, info)
+            drop_pixels(ds)
 
-    return _assemble(len(images), first, planes, images[0], limits, fill, "dicom_series", "slices")
+    def sources(order: list[int]) -> tuple[Dataset, ...]:
+        return tuple(images[i] for i in order)
+
+    return _assemble(
+        len(images), first, planes, images[0], limits, fill, "dicom_series", "slices", sources
+    )
