@@ -14,6 +14,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "bad_request": (400, "Bad request"),
     "unauthorized": (401, "Unauthorized"),
     "not_found": (404, "Not found"),
+    "not_acceptable": (406, "Not acceptable"),
     "payload_too_large": (413, "Payload too large"),
     "unsupported_media_type": (415, "Unsupported media type"),
     "unsupported_transfer_syntax": (415, "Unsupported transfer syntax"),
@@ -66,6 +67,10 @@ class Unauthorized(MedserveError):
 
 class NotFound(MedserveError):
     code = "not_found"
+
+
+class NotAcceptable(MedserveError):
+    code = "not_acceptable"
 
 
 class PayloadTooLarge(MedserveError):

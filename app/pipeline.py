@@ -1,4 +1,5 @@
-"""decode → preprocess → infer → postprocess for one request (blocking; runs in the pool).
+"""decode → preprocess → infer → postprocess (→ dicom_out) for one request (blocking; runs in
+the pool).
 
 Everything model-specific comes from the card; this module only chains ``app.imaging``.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from app import dicom_out
 from app.imaging.conformance import conformance_warnings
 from app.imaging.encode import mask_png, overlay_png, rle_encode
 from app.imaging.limits import DecodeLimits
@@ -58,6 +60,7 @@ class Classified:
     decision: Decision
     warnings: list[dict[str, str]]
     timing_ms: dict[str, float]
+    dicom: list[bytes] = field(default_factory=list)
 
 
 def upload_sha256(parts: Sequence[bytes]) -> str:
@@ -82,11 +85,19 @@ def _run(
     limits: DecodeLimits,
     metrics: Metrics,
     timer: Timer,
+    dicom: bool,
 ) -> tuple[Image2D | Volume, np.ndarray]:
-    """decode → preprocess → session.run, each stage timed; the input and the raw output."""
+    """decode → preprocess → session.run, each stage timed; the input and the raw output.
+
+    With ``dicom`` (a DICOM result is wanted) the card's codes and a DICOM upload are checked
+    before any work is spent on the model (406 otherwise)."""
     card = entry.card
     assert card is not None
+    if dicom:
+        dicom_out.require_codes(card)
     item = decode_for(entry, parts, limits)
+    if dicom:
+        dicom_out.require_source(item)
     timer.lap("decode")
     batch = preprocess(item, card.input.preprocessing, card.input.layout)
     timer.lap("preprocess")
@@ -102,16 +113,23 @@ def classify(
     operating_point: str,
     limits: DecodeLimits,
     metrics: Metrics,
+    dicom: bool = False,
 ) -> Classified:
-    """One classification request, stage by stage, with timings."""
+    """One classification request, stage by stage, with timings; with ``dicom`` also the
+    decision as an SR (Part 10 bytes)."""
     card = entry.card
     assert card is not None
     timer = Timer()
-    item, output = _run(entry, parts, limits, metrics, timer)
+    item, output = _run(entry, parts, limits, metrics, timer, dicom)
     decision = decide(classification_logit(output, card), card, operating_point)
     warnings = conformance_warnings(item, card)
     timer.lap("postprocess")
-    return Classified(item, upload_sha256(parts), decision, warnings, timer.total())
+    objects = []
+    if dicom:
+        report = dicom_out.classification_report(item, card, decision, warnings)
+        objects.append(dicom_out.encode(report))
+        timer.lap("dicom_out")
+    return Classified(item, upload_sha256(parts), decision, warnings, timer.total(), objects)
 
 
 @dataclass
@@ -123,6 +141,7 @@ class Segmented:
     encoded: dict[str, Any]
     warnings: list[dict[str, str]]
     timing_ms: dict[str, float]
+    dicom: list[bytes] = field(default_factory=list)
 
 
 def segment(
@@ -132,13 +151,15 @@ def segment(
     encodings: frozenset[str],
     limits: DecodeLimits,
     metrics: Metrics,
+    dicom: frozenset[str] = frozenset(),
 ) -> Segmented:
     """One segmentation request: the mask at the input's resolution plus the encodings asked
-    for (any of ``rle``, ``png``, ``png_bytes``, ``overlay_bytes``)."""
+    for (any of ``rle``, ``png``, ``png_bytes``, ``overlay_bytes``), and the DICOM results in
+    ``dicom`` (``seg``, and ``sr`` for an SR referencing the SEG) as Part 10 bytes."""
     card = entry.card
     assert card is not None and card.pixel_threshold is not None
     timer = Timer()
-    item, output = _run(entry, parts, limits, metrics, timer)
+    item, output = _run(entry, parts, limits, metrics, timer, bool(dicom))
     assert isinstance(item, Image2D)
     probs = probability_map(output, card)
     decision = decide(lesion_logit(probs), card, operating_point)
@@ -155,6 +176,14 @@ def segment(
         encoded["overlay_bytes"] = overlay_png(plane, summary.mask)
     warnings = conformance_warnings(item, card)
     timer.lap("postprocess")
+    objects = []
+    if dicom:
+        seg = dicom_out.segmentation(item, card, summary.mask, warnings)
+        objects.append(dicom_out.encode(seg))
+        if "sr" in dicom:
+            report = dicom_out.segmentation_report(item, card, decision, summary, seg, warnings)
+            objects.append(dicom_out.encode(report))
+        timer.lap("dicom_out")
     return Segmented(
-        item, upload_sha256(parts), decision, summary, encoded, warnings, timer.total()
+        item, upload_sha256(parts), decision, summary, encoded, warnings, timer.total(), objects
     )

@@ -8,18 +8,34 @@ from starlette.responses import Response
 from app.deps import ServicesDep
 from app.pipeline import classify
 from app.routes.common import (
+    DICOM,
     ERROR_RESPONSES,
+    JSON,
     UPLOAD_BODY,
     OperatingPointQuery,
     accept,
     decision_fields,
+    dicom_response,
     input_info,
     model_ref,
+    negotiate,
     warnings_out,
 )
 from app.schemas import ClassificationResponse, Timing
 
 router = APIRouter(tags=["classification"])
+
+_OFFERS = (JSON, DICOM)
+_RESPONSES = {
+    200: {
+        "content": {DICOM: {}},
+        "description": (
+            "JSON by default; with `Accept: application/dicom` and a DICOM upload, a "
+            "Comprehensive 3D SR (TID 1500) of the decision"
+        ),
+    },
+    **ERROR_RESPONSES,
+}
 
 
 def _add_classifier(path: str, model: str, description: str) -> None:
@@ -28,11 +44,14 @@ def _add_classifier(path: str, model: str, description: str) -> None:
     async def endpoint(
         request: Request, services: ServicesDep, operating_point: OperatingPointQuery = None
     ) -> Response:
+        wanted = negotiate(request, _OFFERS)
         entry, point, parts = await accept(request, services, model, operating_point)
         settings = services.settings
         result = await services.limiter.run(
-            classify, entry, parts, point, settings.decode_limits, services.metrics
+            classify, entry, parts, point, settings.decode_limits, services.metrics, wanted == DICOM
         )
+        if wanted == DICOM:
+            return dicom_response(result.dicom, multipart=False)
         body = ClassificationResponse(
             request_id=request.scope["state"]["request_id"],
             model=model_ref(entry),
@@ -50,7 +69,7 @@ def _add_classifier(path: str, model: str, description: str) -> None:
         name=f"classify_{model}",
         description=description,
         response_model=ClassificationResponse,
-        responses=ERROR_RESPONSES,
+        responses=_RESPONSES,
         openapi_extra=UPLOAD_BODY,
     )
 

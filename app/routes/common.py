@@ -1,13 +1,18 @@
-"""What every inference route shares: the request body's OpenAPI description, the response."""
+"""What every inference route shares: the request body's OpenAPI description, content
+negotiation, the response."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import Query
 from starlette.requests import Request
+from starlette.responses import Response
 
 from app.deps import Services
+from app.errors import NotAcceptable
 from app.imaging.postprocess import Decision, resolve_operating_point
 from app.imaging.types import Image2D, Volume
 from app.registry import ModelEntry
@@ -57,6 +62,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (400, "malformed request"),
         (401, "missing or wrong API key"),
+        (406, "the Accept header asks for a representation this upload cannot give"),
         (413, "upload or its expansion over the limit"),
         (415, "not an accepted format / transfer syntax"),
         (422, "invalid file or parameter"),
@@ -115,3 +121,95 @@ def decision_fields(decision: Decision) -> dict[str, Any]:
 
 def warnings_out(warnings: list[dict[str, str]]) -> list[WarningOut]:
     return [WarningOut(**w) for w in warnings]
+
+
+# --------------------------------------------------------------------------- content negotiation
+
+JSON = "application/json"
+DICOM = "application/dicom"
+DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
+PNG = "image/png"
+
+
+def _media_range(text: str) -> tuple[str, dict[str, str], float] | None:
+    """``type/subtype;p=v;q=0.5`` → (type/subtype, params, q); None when malformed."""
+    pieces = [p.strip() for p in text.split(";")]
+    kind = pieces[0].lower()
+    if kind.count("/") != 1:
+        return None
+    params: dict[str, str] = {}
+    q = 1.0
+    for piece in pieces[1:]:
+        name, _, value = piece.partition("=")
+        name, value = name.strip().lower(), value.strip().strip('"')
+        if name == "q":
+            try:
+                q = min(max(float(value), 0.0), 1.0)
+            except ValueError:
+                return None
+        elif name:
+            params[name] = value.lower()
+    return kind, params, q
+
+
+def _match(offer: str, kind: str, params: dict[str, str]) -> int:
+    """How specifically a media range matches an offer: 3 exact, 2 ``type/*``, 1 ``*/*``,
+    0 no match. A parameter the offer states (``type`` of multipart/related) must agree."""
+    parsed = _media_range(offer)
+    assert parsed is not None
+    offer_kind, offer_params, _ = parsed
+    if any(k in offer_params and offer_params[k] != v for k, v in params.items()):
+        return 0
+    if kind == offer_kind:
+        return 3
+    if kind.endswith("/*") and offer_kind.split("/")[0] == kind[:-2]:
+        return 2
+    return 1 if kind == "*/*" else 0
+
+
+def negotiate(request: Request, offers: Sequence[str]) -> str:
+    """The offer the ``Accept`` header prefers (RFC 9110 §12.5.1): the highest q of the most
+    specific matching range; ties go to the range listed first, then to the first offer (JSON).
+    No ``Accept`` means the first offer; nothing acceptable → 406 ``not_acceptable``."""
+    header = request.headers.get("accept", "").strip()
+    if not header:
+        return offers[0]
+    ranges = [r for r in (_media_range(t) for t in header.split(",") if t.strip()) if r]
+    best: tuple[float, int, int, int] | None = None
+    chosen = None
+    for offer_index, offer in enumerate(offers):
+        scored = [
+            (specificity, -position, q)
+            for position, (kind, params, q) in enumerate(ranges)
+            if (specificity := _match(offer, kind, params))
+        ]
+        if not scored:
+            continue
+        specificity, position, q = max(scored)
+        if q <= 0:
+            continue
+        key = (q, specificity, position, -offer_index)
+        if best is None or key > best:
+            best, chosen = key, offer
+    if chosen is None:
+        raise NotAcceptable(
+            "this endpoint answers " + ", ".join(offers) + "; the Accept header allows none"
+        )
+    return chosen
+
+
+def dicom_response(objects: list[bytes], multipart: bool) -> Response:
+    """One DICOM object as ``application/dicom``, or several as ``multipart/related;
+    type="application/dicom"`` (the DICOMweb form)."""
+    if not multipart:
+        return Response(objects[0], media_type=DICOM)
+    boundary = uuid.uuid4().hex
+    body = bytearray()
+    for data in objects:
+        body += f"--{boundary}\r\nContent-Type: {DICOM}\r\n\r\n".encode("ascii")
+        body += data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode("ascii")
+    return Response(
+        bytes(body),
+        headers={"Content-Type": f'{DICOM_MULTIPART}; boundary="{boundary}"'},
+    )

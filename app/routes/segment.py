@@ -11,13 +11,19 @@ from app.deps import ServicesDep
 from app.pipeline import Segmented, segment
 from app.registry import ModelEntry
 from app.routes.common import (
+    DICOM,
+    DICOM_MULTIPART,
     ERROR_RESPONSES,
+    JSON,
+    PNG,
     UPLOAD_BODY,
     OperatingPointQuery,
     accept,
     decision_fields,
+    dicom_response,
     input_info,
     model_ref,
+    negotiate,
     warnings_out,
 )
 from app.schemas import RLE, MaskOut, SegmentationResponse, Timing
@@ -31,23 +37,19 @@ _ENCODINGS: dict[str, frozenset[str]] = {
     "both": frozenset({"rle", "png"}),
     "none": frozenset(),
 }
-_PNG_RESPONSES = {
+_OFFERS = (JSON, PNG, DICOM, DICOM_MULTIPART)
+_DICOM_OBJECTS = {DICOM: frozenset({"seg"}), DICOM_MULTIPART: frozenset({"seg", "sr"})}
+_RESPONSES = {
     200: {
-        "content": {"image/png": {}},
-        "description": "JSON by default; the mask (or overlay) PNG with `Accept: image/png`",
+        "content": {PNG: {}, DICOM: {}, DICOM_MULTIPART: {}},
+        "description": (
+            "JSON by default; the mask (or overlay) PNG with `Accept: image/png`; for a DICOM "
+            "upload, a DICOM Segmentation with `Accept: application/dicom`, or the SEG plus an "
+            'SR referencing it with `Accept: multipart/related; type="application/dicom"`'
+        ),
     },
     **ERROR_RESPONSES,
 }
-
-
-def wants_png(request: Request) -> bool:
-    """``Accept: image/png`` (alone or preferred over JSON) asks for the PNG itself."""
-    accept_header = request.headers.get("accept", "")
-    types = [t.split(";")[0].strip().lower() for t in accept_header.split(",")]
-    return "image/png" in types and (
-        "application/json" not in types
-        or types.index("image/png") < types.index("application/json")
-    )
 
 
 def _json(request: Request, entry: ModelEntry, result: Segmented) -> Response:
@@ -93,16 +95,22 @@ def _add_segmenter(path: str, model: str, description: str) -> None:
         mask_format: MaskFormatQuery = "rle",
         overlay: OverlayQuery = False,
     ) -> Response:
+        wanted = negotiate(request, _OFFERS)
         entry, point, parts = await accept(request, services, model, operating_point)
-        png = wants_png(request)
+        png = wanted == PNG
         if png:
             encodings = frozenset({"overlay_bytes" if overlay else "png_bytes"})
-        else:
+        elif wanted == JSON:
             encodings = _ENCODINGS[mask_format]
+        else:
+            encodings = frozenset()
         limits = services.settings.decode_limits
+        dicom = _DICOM_OBJECTS.get(wanted, frozenset())
         result = await services.limiter.run(
-            segment, entry, parts, point, encodings, limits, services.metrics
+            segment, entry, parts, point, encodings, limits, services.metrics, dicom
         )
+        if dicom:
+            return dicom_response(result.dicom, multipart=wanted == DICOM_MULTIPART)
         if png:
             data = result.encoded["overlay_bytes" if overlay else "png_bytes"]
             headers = {
@@ -120,7 +128,7 @@ def _add_segmenter(path: str, model: str, description: str) -> None:
         name=f"segment_{model}",
         description=description,
         response_model=SegmentationResponse,
-        responses=_PNG_RESPONSES,
+        responses=_RESPONSES,
         openapi_extra=UPLOAD_BODY,
     )
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -228,9 +229,27 @@ def test_mixed_load_no_500_no_dropped_connection(live: Live) -> None:
 
 
 def test_canary_never_logged_exported_or_written(live: Live) -> None:
-    """Runs after the tests above sent canary-tagged DICOMs, good and bad."""
+    """Runs after the tests above sent canary-tagged DICOMs, good and bad. A DICOM result is
+    the one answer that carries the patient: the canary is its PatientName / PatientID and
+    appears nowhere else in it, nor in the JSON answer, logs, metrics or files."""
     for part in [dicom_slice(z=0.0), dicom_slice(pixels=False)]:
         httpx.post(f"{live.url}/classify/xray", content=part, headers=AUTH, timeout=30)
+    answer = httpx.post(
+        f"{live.url}/classify/xray", content=dicom_slice(z=0.0), headers=AUTH, timeout=30
+    )
+    assert answer.status_code == 200 and "CANARY" not in answer.text
+    sr = httpx.post(
+        f"{live.url}/classify/xray",
+        content=dicom_slice(z=0.0),
+        headers={**AUTH, "Accept": "application/dicom"},
+        timeout=30,
+    )
+    assert sr.status_code == 200 and sr.headers["content-type"] == "application/dicom"
+    holders = []
+    pydicom.dcmread(io.BytesIO(sr.content)).walk(
+        lambda _, elem: holders.append(elem.keyword) if "CANARY" in str(elem.value) else None
+    )
+    assert sorted(holders) == ["PatientID", "PatientName"]
     metrics = httpx.get(f"{live.url}/metrics").text
     assert "CANARY" not in metrics
     log = live.log.read_text(errors="replace")
