@@ -25,6 +25,21 @@ SETTINGS: dict[str, dict[str, str]] = {
 _TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
 
 
+def _value_lines(lines: list[str], i: int) -> int:
+    """How many lines the ``key = value`` at ``lines[i]`` spans (an array may go on for
+    several; brackets inside quoted strings are not counted)."""
+    depth, n = 0, 0
+    while i + n < len(lines):
+        text = re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', "", lines[i + n]).split("#", 1)[0]
+        if n == 0:
+            text = text.split("=", 1)[1]
+        depth += text.count("[") - text.count("]")
+        n += 1
+        if depth <= 0:
+            return n
+    return n
+
+
 def apply(text: str, settings: dict[str, dict[str, str]] = SETTINGS) -> str:
     """``text`` (a containers.conf) with every ``settings[table][key] = value`` in force."""
     lines = text.splitlines()
@@ -44,12 +59,9 @@ def apply(text: str, settings: dict[str, dict[str, str]] = SETTINGS) -> str:
             end = next((i for i in range(start + 1, len(lines)) if _TABLE.match(lines[i])), None)
             end = len(lines) if end is None else end
             found = [i for i in range(start + 1, end) if key_re.match(lines[i])]
-            if found:
-                lines[found[0]] = wanted
-                for i in reversed(found[1:]):  # a key given twice is a TOML error
-                    del lines[i]
-            else:
-                lines.insert(start + 1, wanted)
+            for i in reversed(found):  # a key given twice is a TOML error: keep one
+                del lines[i : i + _value_lines(lines, i)]
+            lines.insert(found[0] if found else start + 1, wanted)
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ compose file with PyYAML, and where a Compose CLI is on PATH it must accept the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -23,6 +24,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
+PODMAN_SETTINGS = ROOT / "deploy" / "podman_settings.py"
 
 HEAVY = re.compile(r"tensorflow|keras|\btf2onnx\b|\[(?:[^\]]*,)?\s*train\s*[,\]]|\['train'\]")
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cmake)\b")
@@ -466,3 +468,33 @@ def test_compose_refuses_to_start_without_api_keys(compose_cli: list[str], tmp_p
     done = _config(compose_cli, env_file)
     assert done.returncode != 0
     assert "MEDSERVE_API_KEYS" in done.stderr + done.stdout
+
+
+# --------------------------------------------------------------------------- podman settings
+
+
+def _podman_settings() -> Any:
+    spec = importlib.util.spec_from_file_location("podman_settings", PODMAN_SETTINGS)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_podman_settings_are_added_once_and_keep_the_rest() -> None:
+    settings = _podman_settings()
+    before = (
+        '# site settings\n[containers]\nlog_driver = "k8s-file"\ndefault_ulimits = [\n'
+        ']\n\n[network]\nnetwork_backend = "cni"\n\n[engine]\nruntime = "crun"\n'
+        'runtime = "crun"\n'
+    )
+    after = settings.apply(before)
+    assert settings.apply(after) == after, "idempotent"
+    tomllib = pytest.importorskip("tomllib")
+    parsed = tomllib.loads(after)
+    assert parsed["containers"] == {"log_driver": "k8s-file", "default_ulimits": []}, after
+    assert parsed["engine"] == {"runtime": "runc"}
+    assert parsed["network"] == {"network_backend": "cni"}
+    assert after.startswith("# site settings\n")
+    fresh = tomllib.loads(settings.apply(""))
+    assert fresh == {"containers": {"default_ulimits": []}, "engine": {"runtime": "runc"}}
