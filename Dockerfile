@@ -49,12 +49,14 @@ RUN python3.11 -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 
  && /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements-serve.txt
 
 # The service itself, as a wheel (README.md is the package's readme; training/ is not copied,
-# so the wheel holds `app` only).
+# so the wheel holds `app` only). The test suites some wheels ship (numpy, nibabel, ...: about
+# 28 MB) are removed: no test code in the image.
 COPY README.md ./
 COPY app ./app
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
  && /opt/venv/bin/pip install --no-deps /tmp/wheels/medserve-*.whl \
  && /opt/venv/bin/pip check \
+ && find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests -prune -exec rm -rf {} + \
  && /opt/venv/bin/python -m compileall -q -f --invalidation-mode unchecked-hash /opt/venv/lib \
  && rm -rf /tmp/wheels /tmp/requirements-serve.txt
 

@@ -33,6 +33,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +57,8 @@ UID = "10001"
 # over-the-limit tests run too (compose's default, 256 MiB, is more than they send).
 MAX_UPLOAD = 64 * 1024 * 1024
 HEALTHY_WITHIN_S = 180.0
+BUILD_WITHIN_S = 1800.0  # one image, cold (about 95 s here)
+SUITE_WITHIN_S = 900.0  # tests/integration (about 10 s here)
 LABELS = (
     "org.opencontainers.image.title",
     "org.opencontainers.image.version",
@@ -97,6 +100,8 @@ for top in ("/app", "/opt/venv/lib/python3.11/site-packages/app"):
     for d, dirs, files in os.walk(top):
         test_code += [os.path.join(d, n) for n in dirs + files
                       if n in ("tests", "conftest.py") or n.startswith("test_")]
+for d, dirs, files in os.walk("/opt/venv/lib/python3.11/site-packages"):
+    test_code += [os.path.join(d, n) for n in dirs if n == "tests"]
 found["test_code"] = test_code
 found["app_top"] = sorted(os.listdir("/app"))
 print(json.dumps(found))
@@ -112,11 +117,14 @@ def say(msg: str) -> None:
 
 
 def run(
-    cmd: Sequence[str], *, check: bool = True, capture: bool = True, timeout: float | None = None
+    cmd: Sequence[str], *, check: bool = True, capture: bool = True, timeout: float = 300.0
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        list(cmd), text=True, capture_output=capture, timeout=timeout, check=False
-    )
+    try:
+        done = subprocess.run(
+            list(cmd), text=True, capture_output=capture, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise Failed(f"`{shlex.join(cmd)}` took over {timeout:.0f} s") from None
     if check and done.returncode != 0:
         out = ((done.stdout or "") + (done.stderr or "")).strip()[-4000:]
         raise Failed(f"`{shlex.join(cmd)}` exited {done.returncode}\n{out}")
@@ -157,7 +165,7 @@ def pip_build_args() -> list[str]:
 
 def build() -> None:
     if BASE_IMAGE.startswith("localhost/"):
-        run(["bash", str(ROOT / "deploy" / "make-base-image.sh")], capture=False)
+        run(["bash", str(ROOT / "deploy" / "make-base-image.sh")], capture=False, timeout=1800)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     revision = run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=False).stdout.strip()
     dirty = run(["git", "-C", str(ROOT), "status", "--porcelain"], check=False).stdout.strip()
@@ -189,7 +197,8 @@ def build() -> None:
     for target, tag in (("runtime", RUNTIME), ("integration", INTEGRATION)):
         t0 = time.monotonic()
         say(f"building {tag} (target {target}, base {BASE_IMAGE})")
-        done = run([*common, "--target", target, "-t", tag, str(ROOT)], check=False)
+        cmd = [*common, "--target", target, "-t", tag, str(ROOT)]
+        done = run(cmd, check=False, timeout=BUILD_WITHIN_S)
         if done.returncode != 0:
             log = (done.stdout + done.stderr).strip().splitlines()
             raise Failed(f"podman build of {target} failed:\n" + "\n".join(log[-60:]))
@@ -378,7 +387,10 @@ def integration(port: int, key: str, pytest_args: Sequence[str]) -> float:
         "tests/integration",
         *pytest_args,
     ]
-    done = subprocess.run(cmd, check=False)
+    try:
+        done = subprocess.run(cmd, check=False, timeout=SUITE_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"tests/integration took over {SUITE_WITHIN_S:.0f} s") from None
     if done.returncode != 0:
         raise Failed(
             f"tests/integration failed against the container (pytest exit "
@@ -449,7 +461,12 @@ def timed(what: str) -> Iterator[None]:
     say(f"{what}: {time.monotonic() - t0:.0f} s")
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(f"container-test: stopped by signal {signum}")  # cleanup still runs
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     for tool in ("podman", "runc"):
         if run(["sh", "-c", f"command -v {tool}"], check=False).returncode != 0:
             say(f"FAILED: {tool} is not installed (apt-get install -y podman runc debootstrap)")

@@ -86,16 +86,20 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$ROOTFS/usr/local/share/ca-certificates/"
 fi
 echo "make-base-image: apt-get install ${PACKAGES[*]}"
+# apt as root inside the chroot (its _apt user cannot use the folders debootstrap made) and
+# dpkg without a pty (no /dev/pts in the chroot): the same result without the warnings.
+mkdir -p "$ROOTFS/etc/apt/apt.conf.d"
+printf 'APT::Sandbox::User "root";\nDpkg::Use-Pty "0";\n' >"$ROOTFS/etc/apt/apt.conf.d/00medserve-base"
 chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
     sh -ec "apt-get update -qq
             apt-get install -y -qq --no-install-recommends ${PACKAGES[*]} >/dev/null
             apt-get clean
             rm -rf /var/lib/apt/lists/* /var/log/apt/* /var/log/dpkg.log /var/cache/debconf/*-old"
-rm -f "$ROOTFS/usr/sbin/policy-rc.d"
+rm -f "$ROOTFS/usr/sbin/policy-rc.d" "$ROOTFS/etc/apt/apt.conf.d/00medserve-base"
 umount "$ROOTFS/proc"
 
 echo "make-base-image: importing as $IMAGE"
-tar --numeric-owner -C "$ROOTFS" -c . | podman import \
+tar --numeric-owner -C "$ROOTFS" -c . | podman import --quiet \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3.11"]' \
