@@ -498,3 +498,14 @@ def test_podman_settings_are_added_once_and_keep_the_rest() -> None:
     assert after.startswith("# site settings\n")
     fresh = tomllib.loads(settings.apply(""))
     assert fresh == {"containers": {"default_ulimits": []}, "engine": {"runtime": "runc"}}
+
+
+def test_ci_runs_make_test_first_then_the_container_run() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert "make test" in lines and "make container-test" in lines, lines
+    assert lines.index("make test") < lines.index("make container-test")
+    assert "container-test:" in (ROOT / "Makefile").read_text()
