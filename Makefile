@@ -6,7 +6,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow lint format bench models models-ct models-brain models-phantom clean
+.PHONY: run test test-slow lint format bench models models-ct models-brain models-phantom clean \
+	container-test container-base
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or PYTHON=..."; exit 1; }
@@ -108,6 +109,16 @@ models-phantom: $(VENV)/.all-installed
 		--normalisation percentile --normalisation-study runs/phantom_norm_study/study.json \
 		--max-shift 0.1 --epochs 45 --patience 10 --batch-size 8 --seed 1 --threads 2 \
 		--synthetic --overwrite
+
+## The container acceptance run with podman (root; needs podman, runc, debootstrap): makes the
+## local base image if missing, builds localhost/medserve and localhost/medserve-integration,
+## runs the runtime image as docker-compose.yml does and tests it (deploy/container_test.py).
+container-test:
+	python3 deploy/container_test.py
+
+## Only the local Debian 12 base image (localhost/medserve-base:bookworm), without a registry.
+container-base:
+	deploy/make-base-image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

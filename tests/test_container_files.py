@@ -7,6 +7,7 @@ compose file with PyYAML, and where a Compose CLI is on PATH it must accept the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -23,6 +24,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
+PODMAN_SETTINGS = ROOT / "deploy" / "podman_settings.py"
 
 HEAVY = re.compile(r"tensorflow|keras|\btf2onnx\b|\[(?:[^\]]*,)?\s*train\s*[,\]]|\['train'\]")
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cmake)\b")
@@ -94,16 +96,45 @@ def _stage(stages: list[Stage], name: str) -> Stage:
     return found[0]
 
 
+def global_args(text: str) -> dict[str, str | None]:
+    """The ``ARG name[=default]`` lines before the first ``FROM``."""
+    out: dict[str, str | None] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.upper().startswith("FROM "):
+            break
+        if line.upper().startswith("ARG "):
+            name, eq, default = line[4:].strip().partition("=")
+            out[name] = default.strip("\"'") if eq else None
+    return out
+
+
 def test_dockerfile_is_multi_stage(stages: list[Stage], final: Stage) -> None:
     assert len(stages) >= 2, "a builder stage and a runtime stage"
     assert all(s.name for s in stages), "every stage is named"
-    assert final.base == "python:3.11-slim", final.base
     copied = [a for a in final.args("COPY") if a.startswith("--from=")]
     sources = {re.match(r"--from=(\S+)", a)[1] for a in copied}  # type: ignore[index]
     assert sources, "the runtime stage copies from a builder stage"
     assert not any(re.match(r"(--\S+\s+)*\.\s", a) for a in final.args("COPY")), (
         "the runtime stage must not COPY the whole context"
     )
+
+
+def test_every_stage_builds_from_the_base_image_argument(stages: list[Stage]) -> None:
+    """One Dockerfile for Docker Hub's python:3.11-slim-bookworm (the default) and the local
+    Debian base of deploy/make-base-image.sh (--build-arg BASE_IMAGE=...)."""
+    assert global_args(DOCKERFILE.read_text()).get("BASE_IMAGE") == "python:3.11-slim-bookworm"
+    for stage in stages:
+        assert stage.base in ("${BASE_IMAGE}", "$BASE_IMAGE"), (stage.name, stage.base)
+
+
+def test_runs_call_python3_11_or_a_venv(stages: list[Stage]) -> None:
+    """Debian's base has ``python3.11`` but no ``python``/``pip`` commands; both bases have
+    ``python3.11``, and installs go into a venv (Debian's Python is externally managed)."""
+    bare = re.compile(r"(?:^|&&|;|\|\|)\s*(?:python3?|pip3?)\s")
+    for stage in stages:
+        for run in stage.args("RUN"):
+            assert not bare.search(run), f"{stage.name}: {run[:120]}"
 
 
 def test_builder_installs_only_the_serve_extra(stages: list[Stage], final: Stage) -> None:
@@ -148,11 +179,42 @@ def test_runtime_healthcheck_readiness_without_curl(final: Stage) -> None:
     assert "curl" not in checks[0] and "wget" not in checks[0], checks[0]
 
 
+def _env_settings(stage: Stage) -> dict[str, str]:
+    out = {}
+    for args in stage.args("ENV"):
+        for name, value in re.findall(r'([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S+)', args):
+            out[name] = value.strip('"')
+    return out
+
+
+def test_healthcheck_reads_the_port_from_the_environment(final: Stage) -> None:
+    """`medserve serve` listens on $PORT (its CLI's default); the check asks the same port."""
+    check = final.args("HEALTHCHECK")[0]
+    assert "os.environ" in check and "'PORT'" in check, check
+    assert ":8000/" not in check, "the port is not hard-coded"
+    assert _env_settings(final).get("PORT") == "8000"
+
+
 def test_runtime_exposes_8000_and_serves_on_all_interfaces(final: Stage) -> None:
     assert any("8000" in a.split() for a in final.args("EXPOSE")), final.args("EXPOSE")
-    cmd = " ".join(final.args("CMD") + final.args("ENTRYPOINT"))
-    for word in ("medserve", "serve", "0.0.0.0", "8000"):
-        assert word in cmd, cmd
+    env = _env_settings(final)
+    assert env.get("HOST") == "0.0.0.0" and env.get("PORT") == "8000", env
+    assert not final.args("ENTRYPOINT"), "no ENTRYPOINT in the way of `run IMAGE medserve ...`"
+    cmd = json.loads(final.args("CMD")[-1])
+    assert cmd[:2] == ["medserve", "serve"], cmd
+    assert "--port" not in cmd and "--host" not in cmd, "HOST/PORT come from the environment"
+
+
+def test_runtime_data_folder_is_a_volume_of_the_service_user(final: Stage) -> None:
+    data_dir = _env_settings(final).get("MEDSERVE_DATA_DIR")
+    assert data_dir and data_dir.startswith("/"), "MEDSERVE_DATA_DIR points at the data folder"
+    volumes = " ".join(final.args("VOLUME"))
+    assert data_dir in volumes, (data_dir, volumes)
+    user = final.args("USER")[-1].split(":")[0]
+    assert any(
+        data_dir in run and (f"-o {user}" in run or f"chown {user}" in run)
+        for run in final.args("RUN")
+    ), f"{data_dir} is created owned by {user}"
 
 
 def test_runtime_environment(final: Stage) -> None:
@@ -303,6 +365,19 @@ def test_compose_api_service_is_hardened(compose: dict[str, Any]) -> None:
     assert api["restart"] in ("unless-stopped", "always", "on-failure"), api["restart"]
 
 
+def test_compose_api_writes_only_tmp_and_the_data_volume(
+    compose: dict[str, Any], final: Stage
+) -> None:
+    api = compose["services"]["api"]
+    data_dir = _env_settings(final)["MEDSERVE_DATA_DIR"]
+    assert _env(api).get("MEDSERVE_DATA_DIR", data_dir) == data_dir
+    mounts = [str(v) for v in api.get("volumes", [])]
+    writable = [m for m in mounts if not m.endswith(":ro")]
+    assert [m.split(":")[1] for m in writable] == [data_dir], mounts
+    named = writable[0].split(":")[0]
+    assert named in (compose.get("volumes") or {}), f"{named} is a named volume"
+
+
 def test_compose_api_service_build_ports_health(compose: dict[str, Any]) -> None:
     api = compose["services"]["api"]
     build = api["build"]
@@ -393,3 +468,44 @@ def test_compose_refuses_to_start_without_api_keys(compose_cli: list[str], tmp_p
     done = _config(compose_cli, env_file)
     assert done.returncode != 0
     assert "MEDSERVE_API_KEYS" in done.stderr + done.stdout
+
+
+# --------------------------------------------------------------------------- podman settings
+
+
+def _podman_settings() -> Any:
+    spec = importlib.util.spec_from_file_location("podman_settings", PODMAN_SETTINGS)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_podman_settings_are_added_once_and_keep_the_rest() -> None:
+    settings = _podman_settings()
+    before = (
+        '# site settings\n[containers]\nlog_driver = "k8s-file"\ndefault_ulimits = [\n'
+        ']\n\n[network]\nnetwork_backend = "cni"\n\n[engine]\nruntime = "crun"\n'
+        'runtime = "crun"\n'
+    )
+    after = settings.apply(before)
+    assert settings.apply(after) == after, "idempotent"
+    tomllib = pytest.importorskip("tomllib")
+    parsed = tomllib.loads(after)
+    assert parsed["containers"] == {"log_driver": "k8s-file", "default_ulimits": []}, after
+    assert parsed["engine"] == {"runtime": "runc"}
+    assert parsed["network"] == {"network_backend": "cni"}
+    assert after.startswith("# site settings\n")
+    fresh = tomllib.loads(settings.apply(""))
+    assert fresh == {"containers": {"default_ulimits": []}, "engine": {"runtime": "runc"}}
+
+
+def test_ci_runs_make_test_first_then_the_container_run() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert "make test" in lines and "make container-test" in lines, lines
+    assert lines.index("make test") < lines.index("make container-test")
+    assert "container-test:" in (ROOT / "Makefile").read_text()
