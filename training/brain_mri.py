@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.imaging.card import Intensity, Preprocessing
-from training.dicom_codes import BRAIN_MRI_DICOM
+from training.dicom_codes import BRAIN_MRI_DICOM, BRAIN_MRI_ROUTING
 from training.pipeline import CardTemplate, RunInfo
 from training.segmentation import (
     SegSplits,
@@ -60,6 +60,7 @@ BRAIN_CARD = CardTemplate(
         "source; prevalence and calibration shift on other scanners and sites.",
     ),
     dicom=BRAIN_MRI_DICOM,
+    routing=BRAIN_MRI_ROUTING,
 )
 
 

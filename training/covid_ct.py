@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.imaging.card import Intensity, Preprocessing
-from training.dicom_codes import COVID_CT_DICOM
+from training.dicom_codes import COVID_CT_DICOM, COVID_CT_ROUTING
 from training.pipeline import CardTemplate, RunInfo, run_binary_classification
 from training.train import TrainConfig
 
@@ -70,6 +70,7 @@ COVID_CT_CARD = CardTemplate(
         "prevalence and calibration shift at other sites.",
     ),
     dicom=COVID_CT_DICOM,
+    routing=COVID_CT_ROUTING,
 )
 
 

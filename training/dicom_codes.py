@@ -1,12 +1,13 @@
-"""The codes each model's DICOM results use (the card's ``dicom`` section).
+"""The DICOM-facing card sections of each model: the codes its DICOM results use (``dicom``)
+and the series it takes when a study is analysed (``routing``).
 
 SNOMED CT (``SCT``) and DICOM (``DCM``) concepts, as listed in pydicom's code dictionary where
-it has them. The service reads them from the card and types none itself.
+it has them. The service reads both from the card and types none itself.
 """
 
 from __future__ import annotations
 
-from app.imaging.card import Coded, DicomCodes, SegmentCodes
+from app.imaging.card import Coded, DicomCodes, Routing, SegmentCodes
 
 PRESENT = Coded(value="52101004", scheme="SCT", meaning="Present")
 ABSENT = Coded(value="272519000", scheme="SCT", meaning="Absent")
@@ -44,3 +45,9 @@ PHANTOM_DICOM = DicomCodes(
     absent=ABSENT,
     segment=SegmentCodes(label="Tumour insert", category=ABNORMAL_STRUCTURE, type=NEOPLASM),
 )
+
+# Routing uses modality and the minimum instance count only (conformance ranges stay warnings).
+PNEUMONIA_ROUTING = Routing(modalities=["CR", "DX"])
+COVID_CT_ROUTING = Routing(modalities=["CT"], min_instances=22)
+BRAIN_MRI_ROUTING = Routing(modalities=["MR"])
+PHANTOM_ROUTING = Routing(modalities=["DX", "RF", "RTIMAGE"])

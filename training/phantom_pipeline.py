@@ -37,7 +37,7 @@ import numpy as np
 
 from app.imaging.card import CARD_FILE, Intensity, ModelCard, Preprocessing, sha256_file
 from app.imaging.postprocess import summarize_mask
-from training.dicom_codes import PHANTOM_DICOM
+from training.dicom_codes import PHANTOM_DICOM, PHANTOM_ROUTING
 from training.pipeline import CardTemplate, RunInfo
 from training.segmentation import (
     SegSplit,
@@ -83,6 +83,7 @@ PHANTOM_CARD = CardTemplate(
         "comes from the bilinearly resized probability map and is measured, not guaranteed.",
     ),
     dicom=PHANTOM_DICOM,
+    routing=PHANTOM_ROUTING,
 )
 
 CONFORMANCE: dict[str, Any] = {

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.imaging.card import MODEL_FILE, DicomCodes, Intensity, Preprocessing
+from app.imaging.card import MODEL_FILE, DicomCodes, Intensity, Preprocessing, Routing
 from training.calibrate import DEFAULT_OPERATING_POINT, calibrate
-from training.dicom_codes import PNEUMONIA_DICOM
+from training.dicom_codes import PNEUMONIA_DICOM, PNEUMONIA_ROUTING
 from training.evaluate import evaluate_probabilities, predict_logits, write_plots
 from training.export import (
     Staging,
@@ -47,6 +47,7 @@ class CardTemplate:
     intended_use: str
     limitations: tuple[str, ...]
     dicom: DicomCodes
+    routing: Routing
     layout: str = "NHWC"
     default_operating_point: str = DEFAULT_OPERATING_POINT
     synthetic_limitation: str = (
@@ -79,6 +80,7 @@ PNEUMONIA_CARD = CardTemplate(
         "prevalence and calibration shift at other sites.",
     ),
     dicom=PNEUMONIA_DICOM,
+    routing=PNEUMONIA_ROUTING,
 )
 
 
@@ -149,6 +151,7 @@ def card_fields(
         "intended_use": template.intended_use,
         "limitations": limitations,
         "dicom": template.dicom.model_dump(exclude_none=True),
+        "routing": template.routing.model_dump(exclude_none=True),
     }
 
 

@@ -195,6 +195,23 @@ class DicomCodes(_Strict):
     segment: SegmentCodes | None = Field(None, description="Segmenters: the segment")
 
 
+class Routing(_Strict):
+    """Which DICOM series the model takes when a study is analysed. A series the PACS does not
+    describe (no modality, no instance count) is never excluded for what it does not say."""
+
+    modalities: list[str] = Field(min_length=1, description="DICOM Modality values taken")
+    min_instances: int | None = Field(None, ge=1, description="Fewest instances in a series")
+
+    def accepts(self, modality: str | None, instances: int | None) -> bool:
+        if modality is not None and modality.upper() not in {m.upper() for m in self.modalities}:
+            return False
+        return not (
+            self.min_instances is not None
+            and instances is not None
+            and instances < self.min_instances
+        )
+
+
 class ModelCard(_Strict):
     """``model_card.json``: every field the contract lists."""
 
@@ -219,6 +236,7 @@ class ModelCard(_Strict):
     self_test: SelfTest
     conformance: Conformance = Field(default_factory=Conformance)
     dicom: DicomCodes | None = Field(None, description="Codes for DICOM results (SEG/SR)")
+    routing: Routing | None = Field(None, description="Series taken when a study is analysed")
 
     @field_validator("files")
     @classmethod
