@@ -25,6 +25,13 @@ def _serve(args: argparse.Namespace) -> int:
         for e in exc.errors():
             print(f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}", file=sys.stderr)
         return 2
+    if args.workers > 1 and settings.sqlalchemy_url.startswith("sqlite"):
+        print(
+            "medserve: several workers need PostgreSQL (MEDSERVE_DATABASE_URL="
+            "postgresql+psycopg://…); SQLite is for one process",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging(settings.log_level)
     uvicorn.run(
         "app.main:create_app",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,7 +28,40 @@ class Settings(BaseSettings):
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated API keys; empty disables authentication",
+        description=(
+            "Comma-separated API keys, each `name:key` or a bare key (named key1, key2, … by "
+            "position); empty (and no admin keys) disables authentication"
+        ),
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys that may also read /audit (same form; they work everywhere)",
+    )
+    data_dir: Path = Field(Path("data"), description="Where the default SQLite database lives")
+    database_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the jobs/audit database (default: SQLite under data_dir; "
+            "postgresql+psycopg://… for several processes)"
+        ),
+    )
+    dicomweb_url: str | None = Field(
+        None, description="The PACS's DICOMweb root, e.g. http://orthanc:8042/dicom-web"
+    )
+    dicomweb_username: str | None = None
+    dicomweb_password: SecretStr | None = None
+    dicomweb_token: SecretStr | None = Field(None, description="Bearer token for the PACS")
+    dicomweb_timeout_seconds: float = Field(
+        30.0, gt=0, description="Connect and read timeout of every DICOMweb call"
+    )
+    job_workers: int = Field(1, ge=0, description="Jobs run at once in this process (0: none)")
+    job_poll_seconds: float = Field(1.0, gt=0, description="How often idle workers look for jobs")
+    job_lease_seconds: float = Field(
+        15.0, gt=0, description="A running job whose lease lapses is taken up by another worker"
+    )
+    job_retry_max_seconds: float = Field(30.0, gt=0, description="Backoff cap between retries")
+    job_give_up_seconds: float = Field(
+        600.0, gt=0, description="A job fails only after this long of consecutive PACS failures"
     )
     max_upload_bytes: int = Field(256 * MiB, gt=0, description="Request body limit in bytes")
     max_image_pixels: int = Field(
@@ -52,17 +86,17 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After on 503 responses")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _long_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
-        if any(len(k.get_secret_value()) < 16 for k in keys):
+        if any(len(split_key(k.get_secret_value(), "")[1]) < 16 for k in keys):
             raise ValueError("every API key must be at least 16 characters long")
         return keys
 
@@ -70,6 +104,25 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    def named_keys(self) -> dict[str, tuple[str, bool]]:
+        """key → (name, is_admin) for every configured key (API keys, then admin keys)."""
+        out: dict[str, tuple[str, bool]] = {}
+        for prefix, keys, admin in (
+            ("key", self.api_keys, False),
+            ("admin", self.admin_keys, True),
+        ):
+            for index, secret in enumerate(keys, start=1):
+                name, key = split_key(secret.get_secret_value(), f"{prefix}{index}")
+                out[key] = (name, admin or out.get(key, ("", False))[1])
+        return out
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The jobs/audit database: the setting, or SQLite under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'medserve.db').resolve()}"
 
     @property
     def decode_limits(self) -> DecodeLimits:
@@ -89,6 +142,17 @@ class Settings(BaseSettings):
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # pragma: no cover - not Linux
             return max(1, os.cpu_count() or 1)
+
+
+_KEY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+def split_key(text: str, default_name: str) -> tuple[str, str]:
+    """``name:key`` → (name, key); a bare key → (default_name, key)."""
+    name, sep, key = text.partition(":")
+    if sep and _KEY_NAME.match(name) and key:
+        return name, key
+    return default_name, text
 
 
 @lru_cache(maxsize=1)

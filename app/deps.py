@@ -11,6 +11,7 @@ from app.config import Settings
 from app.limiter import InferenceLimiter
 from app.metrics import Metrics
 from app.registry import Registry
+from app.store import Store
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Services:
     settings: Settings
     limiter: InferenceLimiter
     metrics: Metrics
+    store: Store
 
 
 def get_registry(request: Request) -> Registry:
@@ -37,7 +39,7 @@ def get_metrics(request: Request) -> Metrics:
 
 def get_services(request: Request) -> Services:
     state = request.app.state
-    return Services(state.registry, state.settings, state.limiter, state.metrics)
+    return Services(state.registry, state.settings, state.limiter, state.metrics, state.store)
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]

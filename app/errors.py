@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 ERROR_TABLE: dict[str, tuple[int, str]] = {
     "bad_request": (400, "Bad request"),
     "unauthorized": (401, "Unauthorized"),
+    "forbidden": (403, "Forbidden"),
     "not_found": (404, "Not found"),
     "not_acceptable": (406, "Not acceptable"),
     "payload_too_large": (413, "Payload too large"),
@@ -27,6 +28,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "validation_error": (422, "Validation error"),
     "model_not_ready": (503, "Model not ready"),
     "overloaded": (503, "Overloaded"),
+    "pacs_not_configured": (503, "PACS not configured"),
     "internal_error": (500, "Internal server error"),
 }
 
@@ -63,6 +65,14 @@ class BadRequest(MedserveError):
 
 class Unauthorized(MedserveError):
     code = "unauthorized"
+
+
+class Forbidden(MedserveError):
+    code = "forbidden"
+
+
+class PacsNotConfigured(MedserveError):
+    code = "pacs_not_configured"
 
 
 class NotFound(MedserveError):

@@ -19,9 +19,11 @@ from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from app.openapi import install_openapi
+from app.pacs.jobs import JobRunner
 from app.problem import error_response, problem_response
 from app.registry import build_registry
-from app.routes import classify, health, models, segment
+from app.routes import audit, classify, health, models, segment, studies
+from app.store import Store
 
 log = logging.getLogger("medserve")
 
@@ -29,6 +31,8 @@ log = logging.getLogger("medserve")
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
+    406: "not_acceptable",
     404: "not_found",
     405: "bad_request",
     413: "payload_too_large",
@@ -77,13 +81,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.sqlalchemy_url)
+        store.migrate()
+        app.state.store = store
         registry = build_registry(settings)
         app.state.registry = registry
         for name, entry in registry.models.items():
             metrics.model_ready.labels(model=name).set(1 if entry.ready else 0)
+        runner = JobRunner(store, registry, settings, app.state.limiter, metrics)
+        runner.start()
         log.info("service started", extra={"event": "startup", "version": __version__})
         yield
         log.info("service stopping", extra={"event": "shutdown"})
+        await runner.stop()
+        store.close()
 
     app = FastAPI(
         title="medserve",
@@ -107,7 +118,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
-    routers = (health.router, models.router, classify.router, segment.router)
+    routers = (
+        health.router,
+        models.router,
+        classify.router,
+        segment.router,
+        studies.router,
+        audit.router,
+    )
     for router in routers:
         app.include_router(router)
     install_openapi(app)
@@ -115,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # add_middleware wraps: the last added is the outermost. Order of execution:
     # request context -> API key -> body limit -> app.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
-    app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys])
+    app.add_middleware(ApiKeyMiddleware, keys=settings.named_keys())
     routes = [route for router in routers for route in router.routes]
     app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=routes)
     return app

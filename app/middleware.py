@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import BaseRoute, Match
@@ -95,34 +95,40 @@ class RequestContextMiddleware:
 
 
 class ApiKeyMiddleware:
-    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, checked before the body is read."""
+    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, checked before the body is read.
 
-    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+    ``keys`` maps each key to (name, is_admin); the request's ``state`` gets ``key_name`` and
+    ``admin`` for the audit and the admin-only routes."""
+
+    def __init__(self, app: ASGIApp, keys: Mapping[str, tuple[str, bool]]) -> None:
         self.app = app
-        self.keys = [k.encode() for k in keys]
+        self.keys = [(k.encode(), name, admin) for k, (name, admin) in keys.items()]
 
-    def _authorized(self, headers: Headers) -> bool:
+    def _identify(self, headers: Headers) -> tuple[str, bool] | None:
         presented = headers.get("x-api-key")
         if presented is None:
             auth = headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             presented = token.strip() if scheme.lower() == "bearer" else None
         if not presented:
-            return False
+            return None
         candidate = presented.encode("utf-8", "replace")
         # Compare against every key, always, so timing does not tell which key nearly matched.
-        ok = False
-        for key in self.keys:
-            ok |= hmac.compare_digest(candidate, key)
-        return ok
+        found = None
+        for key, name, admin in self.keys:
+            if hmac.compare_digest(candidate, key):
+                found = (name, admin)
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not self.keys
-            or scope["path"].startswith(PUBLIC_PREFIXES)
-            or self._authorized(Headers(scope=scope))
-        ):
+        if scope["type"] != "http" or not self.keys:
+            await self.app(scope, receive, send)
+            return
+        identity = self._identify(Headers(scope=scope))
+        if identity is not None:
+            state = scope.setdefault("state", {})
+            state["key_name"], state["admin"] = identity
+        if identity is not None or scope["path"].startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         response = problem_response(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from app import dicom_out
 from app.imaging.conformance import conformance_warnings
@@ -126,7 +127,8 @@ def classify(
     timer.lap("postprocess")
     objects = []
     if dicom:
-        report = dicom_out.classification_report(item, card, decision, warnings)
+        sources = dicom_out.require_source(item).datasets
+        report = dicom_out.classification_report(sources, card, decision, warnings)
         objects.append(dicom_out.encode(report))
         timer.lap("dicom_out")
     return Classified(item, upload_sha256(parts), decision, warnings, timer.total(), objects)
@@ -178,12 +180,97 @@ def segment(
     timer.lap("postprocess")
     objects = []
     if dicom:
-        seg = dicom_out.segmentation(item, card, summary.mask, warnings)
+        sources = dicom_out.require_source(item).datasets
+        seg = dicom_out.segmentation(sources, card, [summary.mask], warnings)
         objects.append(dicom_out.encode(seg))
         if "sr" in dicom:
-            report = dicom_out.segmentation_report(item, card, decision, summary, seg, warnings)
+            report = dicom_out.segmentation_report(
+                sources[0], card, decision, summary, seg, warnings
+            )
             objects.append(dicom_out.encode(report))
         timer.lap("dicom_out")
     return Segmented(
         item, upload_sha256(parts), decision, summary, encoded, warnings, timer.total(), objects
     )
+
+
+@dataclass
+class SeriesResult:
+    """One model on one DICOM series of a study (a PACS job): the DICOM result to store and
+    the summary the job reports."""
+
+    dicom: bytes
+    summary: dict[str, Any]
+    timing_ms: dict[str, float]
+
+
+def _summary(decision: Decision, warnings: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "probability": round(decision.probability, 6),
+        "uncalibrated_probability": round(decision.uncalibrated_probability, 6),
+        "positive": decision.positive,
+        "label": decision.label,
+        "operating_point": decision.operating_point,
+        "warnings": warnings,
+    }
+
+
+def analyze_series(
+    entry: ModelEntry,
+    parts: Sequence[bytes],
+    operating_point: str,
+    limits: DecodeLimits,
+    metrics: Metrics,
+    uids: dicom_out.ResultUIDs,
+) -> SeriesResult:
+    """A series (its instances as Part 10 bytes) through the upload pipeline: a volume model
+    reads the series as one volume (one SR); a 2D model reads each instance — a segmenter's
+    masks become one SEG with a frame per instance, a classifier's SR reports the instance with
+    the highest calibrated probability (the series is positive when any image is) and
+    references them all."""
+    card = entry.card
+    assert card is not None
+    timer = Timer()
+    if card.input.preprocessing.kind == "volume3d":
+        result = classify(entry, parts, operating_point, limits, metrics)
+        sources = dicom_out.require_source(result.item).datasets
+        report = dicom_out.classification_report(
+            sources, card, result.decision, result.warnings, uids
+        )
+        summary = {**_summary(result.decision, result.warnings), "instances": len(sources)}
+        timer.lap("series")
+        return SeriesResult(dicom_out.encode(report), summary, timer.total())
+    headers: list[Dataset] = []
+    if card.task == "binary_segmentation":
+        masks, decisions, areas = [], [], []
+        warnings: list[dict[str, str]] = []
+        for part in parts:
+            seg = segment(entry, [part], operating_point, frozenset(), limits, metrics)
+            headers.extend(dicom_out.require_source(seg.item).datasets)
+            masks.append(seg.summary.mask)
+            decisions.append(seg.decision)
+            areas.append(seg.summary.area_px)
+            warnings.extend(w for w in seg.warnings if w not in warnings)
+        best = max(range(len(decisions)), key=lambda i: decisions[i].probability)
+        obj = dicom_out.segmentation(headers, card, masks, warnings, uids)
+        summary = {
+            **_summary(decisions[best], warnings),
+            "instances": len(headers),
+            "positive_instances": sum(d.positive for d in decisions),
+            "mask_area_px": sum(areas),
+        }
+    else:
+        classified = []
+        for part in parts:
+            one = classify(entry, [part], operating_point, limits, metrics)
+            headers.extend(dicom_out.require_source(one.item).datasets)
+            classified.append(one)
+        top = max(classified, key=lambda c: c.decision.probability)
+        obj = dicom_out.classification_report(headers, card, top.decision, top.warnings, uids)
+        summary = {
+            **_summary(top.decision, top.warnings),
+            "instances": len(headers),
+            "positive_instances": sum(c.decision.positive for c in classified),
+        }
+    timer.lap("series")
+    return SeriesResult(dicom_out.encode(obj), summary, timer.total())

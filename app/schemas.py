@@ -128,3 +128,44 @@ class MaskOut(BaseModel):
 
 class SegmentationResponse(Prediction):
     mask: MaskOut
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    status: str = Field(description="queued | running | retrying | done | failed")
+    study_instance_uid: str
+
+
+class JobOut(BaseModel):
+    """A job: status, attempts and one result per (series, model)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    status: str = Field(description="queued | running | retrying | done | failed")
+    study_instance_uid: str
+    attempts: int
+    created: str | None
+    updated: str | None
+    models: list[dict[str, object]]
+    results: list[dict[str, object]] = Field(
+        description=(
+            "Per (series, model): series_instance_uid, model, summary (probability, label, "
+            "operating point, mask figures), stored_sop_instance_uids, timing_ms, error"
+        )
+    )
+    reason: str | None = Field(None, description="Why a done job stored nothing")
+    error: dict[str, str] | None = Field(None, description="{code, detail} of the last failure")
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class AuditList(BaseModel):
+    rows: list[dict[str, object]] = Field(
+        description=(
+            "Newest first: time, request_id or job_id, key_name, endpoint, model, "
+            "upload_sha256, study_hash / series_hash (salted), summary, status"
+        )
+    )

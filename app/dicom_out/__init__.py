@@ -8,11 +8,12 @@ Every model-specific code comes from the card's ``dicom`` section. The objects c
 source's patient and study modules (they belong to that study); nothing here logs a value.
 """
 
-from app.dicom_out.common import encode, require_codes, require_source
+from app.dicom_out.common import ResultUIDs, encode, require_codes, require_source
 from app.dicom_out.seg import segmentation
 from app.dicom_out.sr import classification_report, segmentation_report
 
 __all__ = [
+    "ResultUIDs",
     "classification_report",
     "encode",
     "require_codes",

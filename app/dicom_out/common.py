@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
+from dataclasses import dataclass
 from io import BytesIO
 
 import highdicom as hd
@@ -38,6 +39,7 @@ _TYPE2 = (
 # Device UIDs are name-based UUIDs (RFC 9562 v5) of the model file's sha256, written as
 # ISO/IEC 9834-8 "2.25." UIDs.
 _DEVICE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:medserve:model-device")
+_RESULT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:medserve:result")
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
 
@@ -62,6 +64,27 @@ def require_source(item: Image2D | Volume) -> DicomSource:
                 "must reference"
             )
     return item.dicom
+
+
+@dataclass(frozen=True)
+class ResultUIDs:
+    """The Series and SOP Instance UIDs of one result object."""
+
+    series: str
+    instance: str
+
+    @classmethod
+    def new(cls) -> ResultUIDs:
+        return cls(str(hd.UID()), str(hd.UID()))
+
+    @classmethod
+    def derived(cls, seed: str) -> ResultUIDs:
+        """The same UIDs every time for the same ``seed`` (a job's series and model): a job
+        taken up again after a crash stores the same instance, which the PACS keeps once."""
+        return cls(
+            f"2.25.{uuid.uuid5(_RESULT_NAMESPACE, seed + '/series').int}",
+            f"2.25.{uuid.uuid5(_RESULT_NAMESPACE, seed + '/instance').int}",
+        )
 
 
 def study_header(ds: Dataset) -> Dataset:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
@@ -10,10 +12,10 @@ from pydicom.sr.codedict import codes
 from app import __version__
 from app.dicom_out.common import (
     MANUFACTURER,
+    ResultUIDs,
     coded,
     contributing_equipment,
     require_codes,
-    require_source,
     serial_number,
     series_description,
     study_header,
@@ -21,21 +23,27 @@ from app.dicom_out.common import (
     warning_texts,
 )
 from app.imaging.card import ModelCard
-from app.imaging.types import Image2D
 
 SEG_SERIES_NUMBER = 9901
 
 
 def segmentation(
-    item: Image2D, card: ModelCard, mask: np.ndarray, warnings: list[dict[str, str]]
+    sources: Sequence[Dataset],
+    card: ModelCard,
+    masks: Sequence[np.ndarray],
+    warnings: list[dict[str, str]],
+    uids: ResultUIDs | None = None,
 ) -> Dataset:
-    """The SEG of ``mask`` ((Rows, Columns) bool, the JSON answer's mask) on the uploaded
-    single-frame image: one frame, empty or not, referencing the source instance; segment label
-    and codes from the card, algorithm identification (name, version, family AI)."""
+    """The SEG of ``masks`` (one (Rows, Columns) bool mask per single-frame source instance of
+    one series, the JSON answers' masks): one frame per source, empty or not, referencing the
+    sources; segment label and codes from the card, algorithm identification (name, version,
+    family AI)."""
     dicom = require_codes(card)
     segment = dicom.segment
     assert segment is not None  # the card validator requires it for segmenters
-    source = study_header(require_source(item).datasets[0])
+    uids = uids or ResultUIDs.new()
+    headers = [study_header(sources[0]), *sources[1:]]
+    source = headers[0]
     algorithm = hd.AlgorithmIdentificationSequence(
         name=card.name, version=card.version, family=codes.DCM.ArtificialIntelligence
     )
@@ -50,13 +58,13 @@ def segmentation(
     texts = warning_texts(warnings)
     try:
         seg = hd.seg.Segmentation(
-            source_images=[source],
-            pixel_array=np.ascontiguousarray(mask, dtype=bool)[np.newaxis],
+            source_images=headers,
+            pixel_array=np.stack([np.asarray(m, dtype=bool) for m in masks]),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=[description],
-            series_instance_uid=hd.UID(),
+            series_instance_uid=uids.series,
             series_number=SEG_SERIES_NUMBER,
-            sop_instance_uid=hd.UID(),
+            sop_instance_uid=uids.instance,
             instance_number=1,
             manufacturer=MANUFACTURER,
             manufacturer_model_name=card.name,

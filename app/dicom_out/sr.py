@@ -13,11 +13,11 @@ from pydicom.sr.codedict import codes
 from app import __version__
 from app.dicom_out.common import (
     MANUFACTURER,
+    ResultUIDs,
     coded,
     contributing_equipment,
     device_uid,
     require_codes,
-    require_source,
     series_description,
     study_header,
     unreferencable,
@@ -25,7 +25,6 @@ from app.dicom_out.common import (
 )
 from app.imaging.card import ModelCard
 from app.imaging.postprocess import Decision, MaskSummary
-from app.imaging.types import Image2D, Volume
 
 SR_SERIES_NUMBER = 9902
 # The report's own concepts (the structure of every medserve report; model-specific codes are
@@ -96,8 +95,10 @@ def _document(
     card: ModelCard,
     evidence: Sequence[Dataset],
     groups: Sequence[Group],
+    uids: ResultUIDs | None,
 ) -> hd.sr.Comprehensive3DSR:
     dicom = require_codes(card)
+    uids = uids or ResultUIDs.new()
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -115,9 +116,9 @@ def _document(
     return hd.sr.Comprehensive3DSR(
         evidence=list(evidence),
         content=report[0],
-        series_instance_uid=hd.UID(),
+        series_instance_uid=uids.series,
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
+        sop_instance_uid=uids.instance,
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=card.name,
@@ -147,15 +148,15 @@ def _tracking(card: ModelCard, what: str) -> hd.sr.TrackingIdentifier:
 
 
 def classification_report(
-    item: Image2D | Volume,
+    sources: Sequence[Dataset],
     card: ModelCard,
     decision: Decision,
     warnings: list[dict[str, str]],
+    uids: ResultUIDs | None = None,
 ) -> Dataset:
     """A classifier's decision as an SR: the finding present/absent at the operating point,
     the probabilities and the point's figures, referencing every source instance (each slice
     of a series)."""
-    sources = require_source(item).datasets
     try:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(card, "finding"),
@@ -168,13 +169,14 @@ def classification_report(
             ],
         )
         evidence = [study_header(sources[0]), *sources[1:]]
-        return _document(card, evidence, [_with_texts(group, _texts(decision, warnings))])
+        groups = [_with_texts(group, _texts(decision, warnings))]
+        return _document(card, evidence, groups, uids)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         raise unreferencable("Structured Report", exc) from None
 
 
 def segmentation_report(
-    item: Image2D,
+    source: Dataset,
     card: ModelCard,
     decision: Decision,
     summary: MaskSummary,
@@ -183,7 +185,6 @@ def segmentation_report(
 ) -> Dataset:
     """An SR referencing the SEG ``seg``: lesion present/absent with its probabilities, the
     area in mm² where spacing is known, and the centroid as a point on the source image."""
-    source = require_source(item).datasets[0]
     try:
         referenced = hd.sr.ReferencedSegmentationFrame(
             sop_class_uid=seg.SOPClassUID,
@@ -226,6 +227,6 @@ def segmentation_report(
                 )
             )
         _reference_frames_only(groups[0])
-        return _document(card, [study_header(source), seg], groups)
+        return _document(card, [study_header(source), seg], groups, None)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         raise unreferencable("Structured Report", exc) from None

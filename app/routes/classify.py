@@ -16,6 +16,7 @@ from app.routes.common import (
     accept,
     decision_fields,
     dicom_response,
+    infer,
     input_info,
     model_ref,
     negotiate,
@@ -47,8 +48,17 @@ def _add_classifier(path: str, model: str, description: str) -> None:
         wanted = negotiate(request, _OFFERS)
         entry, point, parts = await accept(request, services, model, operating_point)
         settings = services.settings
-        result = await services.limiter.run(
-            classify, entry, parts, point, settings.decode_limits, services.metrics, wanted == DICOM
+        result = await infer(
+            request,
+            services,
+            entry,
+            classify,
+            entry,
+            parts,
+            point,
+            settings.decode_limits,
+            services.metrics,
+            wanted == DICOM,
         )
         if wanted == DICOM:
             return dicom_response(result.dicom, multipart=False)

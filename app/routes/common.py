@@ -3,21 +3,25 @@ negotiation, the response."""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Query
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.deps import Services
-from app.errors import NotAcceptable
+from app.errors import MedserveError, NotAcceptable
 from app.imaging.postprocess import Decision, resolve_operating_point
 from app.imaging.types import Image2D, Volume
 from app.registry import ModelEntry
 from app.schemas import InputInfo, ModelRef, OperatingPointOut, Problem, WarningOut
 from app.upload import read_upload
+
+log = logging.getLogger("medserve.audit")
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -213,3 +217,67 @@ def dicom_response(objects: list[bytes], multipart: bool) -> Response:
         bytes(body),
         headers={"Content-Type": f'{DICOM_MULTIPART}; boundary="{boundary}"'},
     )
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class Inferred(Protocol):
+    upload_sha256: str
+    decision: Decision
+
+
+R = TypeVar("R", bound=Inferred)
+
+
+def result_summary(result: Inferred) -> dict[str, Any]:
+    """What the audit keeps of an answer (no tag values: the decision and mask figures)."""
+    d = result.decision
+    summary: dict[str, Any] = {
+        "probability": round(d.probability, 6),
+        "label": d.label,
+        "positive": d.positive,
+        "operating_point": d.operating_point,
+    }
+    mask = getattr(result, "summary", None)
+    if mask is not None:
+        summary["mask_area_px"] = mask.area_px
+    return summary
+
+
+async def _audit(
+    request: Request, services: Services, entry: ModelEntry, status: str, result: Any
+) -> None:
+    state = request.scope.get("state", {})
+    try:
+        await run_in_threadpool(
+            services.store.audit,
+            endpoint=request.url.path,
+            model_name=entry.name,
+            model_version=entry.version,
+            model_sha256=entry.sha256,
+            request_id=state.get("request_id"),
+            key_name=state.get("key_name"),
+            upload_sha256=result.upload_sha256 if result is not None else None,
+            summary=result_summary(result) if result is not None else None,
+            status=status,
+        )
+    except Exception as exc:  # the answer is not withheld for a failed audit write; it is logged
+        log.error("audit write failed", extra={"event": "audit", "error": type(exc).__name__})
+
+
+async def infer(
+    request: Request,
+    services: Services,
+    entry: ModelEntry,
+    fn: Callable[..., R],
+    *args: Any,
+) -> R:
+    """One upload through the inference limiter, with its audit row (``ok`` or the error code)."""
+    try:
+        result = await services.limiter.run(fn, *args)
+    except MedserveError as exc:
+        await _audit(request, services, entry, exc.code, None)
+        raise
+    await _audit(request, services, entry, "ok", result)
+    return result

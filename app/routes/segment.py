@@ -21,6 +21,7 @@ from app.routes.common import (
     accept,
     decision_fields,
     dicom_response,
+    infer,
     input_info,
     model_ref,
     negotiate,
@@ -106,8 +107,18 @@ def _add_segmenter(path: str, model: str, description: str) -> None:
             encodings = frozenset()
         limits = services.settings.decode_limits
         dicom = _DICOM_OBJECTS.get(wanted, frozenset())
-        result = await services.limiter.run(
-            segment, entry, parts, point, encodings, limits, services.metrics, dicom
+        result = await infer(
+            request,
+            services,
+            entry,
+            segment,
+            entry,
+            parts,
+            point,
+            encodings,
+            limits,
+            services.metrics,
+            dicom,
         )
         if dicom:
             return dicom_response(result.dicom, multipart=wanted == DICOM_MULTIPART)

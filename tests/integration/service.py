@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,9 +68,12 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 def service_env(**settings: str) -> dict[str, str]:
     """The parent's environment without any MEDSERVE_* (a developer's shell must not leak in),
-    plus ``settings``."""
+    plus ``settings``; the service's database goes to a fresh temporary folder unless
+    ``settings`` names one (never into the checkout)."""
+    base = os.environ.get("MEDSERVE_DATA_DIR")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSERVE_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["MEDSERVE_DATA_DIR"] = tempfile.mkdtemp(prefix="medserve-data-", dir=base)
     env.update(settings)
     return env
 
