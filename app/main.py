@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -22,7 +23,7 @@ from app.openapi import install_openapi
 from app.pacs.jobs import JobRunner
 from app.problem import error_response, problem_response
 from app.registry import build_registry
-from app.routes import audit, classify, health, models, segment, studies
+from app.routes import audit, classify, health, models, page, segment, studies
 from app.store import Store
 
 log = logging.getLogger("medserve")
@@ -96,7 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await runner.stop()
         store.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets in the package: /docs works on a network without internet.
+    app = FastAPIOffline(
+        redoc_url=None,  # app.routes.page serves /redoc with a CSP (ReDoc links a CDN logo)
         title="medserve",
         version=__version__,
         description=(
@@ -104,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "segmentation. Errors are application/problem+json (RFC 9457)."
         ),
         lifespan=lifespan,
+        # Swagger UI would ask validator.swagger.io to badge the schema: nothing leaves.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -125,10 +130,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         segment.router,
         studies.router,
         audit.router,
+        page.router,
     )
     for router in routers:
         app.include_router(router)
     install_openapi(app)
+    page.mount_static(app)
 
     # add_middleware wraps: the last added is the outermost. Order of execution:
     # request context -> API key -> body limit -> app.

@@ -25,8 +25,14 @@ from app.problem import error_response, problem_response
 log = logging.getLogger("medserve.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-# Paths that never need a key: orchestrators and Prometheus must reach them.
-PUBLIC_PREFIXES = ("/health/", "/metrics")
+# Paths that never need a key: orchestrators and Prometheus must reach them, and the page and
+# API docs hold no data (the page sends the key it is given on every API call it makes).
+PUBLIC_PREFIXES = ("/health/", "/metrics", "/ui/", "/static-offline-docs/")
+PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 class RequestContextMiddleware:
@@ -128,7 +134,7 @@ class ApiKeyMiddleware:
         if identity is not None:
             state = scope.setdefault("state", {})
             state["key_name"], state["admin"] = identity
-        if identity is not None or scope["path"].startswith(PUBLIC_PREFIXES):
+        if identity is not None or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         response = problem_response(
