@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -14,6 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from app.config import get_settings
     from app.logs import configure_logging
+    from app.server import protocol_with
 
     if args.model_dir:
         os.environ["MEDSERVE_MODEL_DIR"] = args.model_dir
@@ -33,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_level)
+    raise_open_files_limit(settings.max_connections)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -44,8 +47,30 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=30,
+        http=protocol_with(settings.read_timeout_seconds),
+        loop="asyncio",
+        timeout_keep_alive=settings.keep_alive_seconds,
+        limit_concurrency=settings.max_connections,
     )
     return 0
+
+
+def raise_open_files_limit(connections: int) -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (Debian's soft default, 1024, is below the
+    connection cap); a warning when even the hard limit cannot hold the cap."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < connections + 64:
+        print(
+            f"medserve: open-files limit {soft} is below MEDSERVE_MAX_CONNECTIONS "
+            f"({connections}) plus files; connections past it are refused by the kernel",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,29 @@ class Settings(BaseSettings):
         16, ge=0, description="Requests allowed to wait for an inference slot before 503"
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After on 503 responses")
+    max_inflight_bytes: int = Field(
+        1536 * MiB,
+        gt=0,
+        description=(
+            "Memory budget of the requests in flight: bodies being received and images or "
+            "volumes being decoded (sized for a 4 GB container)"
+        ),
+    )
+    admission_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long a request waits for room in the budget before 503"
+    )
+    read_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "A request whose headers are not complete, or whose body makes no progress, for "
+            "this long is answered 408 (body) or closed (headers)"
+        ),
+    )
+    keep_alive_seconds: int = Field(5, ge=1, description="Idle keep-alive connections close")
+    max_connections: int = Field(
+        4096, ge=1, description="Open connections (and tasks) before uvicorn answers 503"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("api_keys", "admin_keys", mode="before")

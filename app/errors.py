@@ -16,6 +16,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "forbidden": (403, "Forbidden"),
     "not_found": (404, "Not found"),
     "not_acceptable": (406, "Not acceptable"),
+    "request_timeout": (408, "Request timeout"),
     "payload_too_large": (413, "Payload too large"),
     "unsupported_media_type": (415, "Unsupported media type"),
     "unsupported_transfer_syntax": (415, "Unsupported transfer syntax"),
@@ -81,6 +82,10 @@ class NotFound(MedserveError):
 
 class NotAcceptable(MedserveError):
     code = "not_acceptable"
+
+
+class RequestTimeout(MedserveError):
+    code = "request_timeout"
 
 
 class PayloadTooLarge(MedserveError):

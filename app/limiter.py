@@ -1,9 +1,21 @@
-"""A bounded inference queue: at most N running, M waiting, 503 ``overloaded`` past that."""
+"""Admission: at most N inferences running, M requests waiting, and a byte budget for what the
+requests in flight hold in memory (bodies being received, images and volumes being decoded).
+
+A request is admitted with a ticket: it reserves twice its declared body (the body and its
+assembled copy) before a byte is read, waiting in the bounded queue while the budget is spent;
+bodies may hold at most half the budget, so that the requests being decoded always have room.
+Decoders announce each large allocation (``DecodeLimits.claim``) before making it; the ticket
+takes those bytes from the budget too, waiting a bounded time for room. Past the queue, or
+after the wait, the answer is 503 ``overloaded`` with Retry-After: never a reset.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import ParamSpec, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -13,31 +25,120 @@ from app.metrics import Metrics
 
 P = ParamSpec("P")
 T = TypeVar("T")
+_POLL_S = 0.02
+
+
+class ByteBudget:
+    """Bytes in flight, shared by the event loop (bodies) and worker threads (decoding)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def try_take(self, nbytes: int, ceiling: int) -> bool:
+        with self._cond:
+            if self.used + nbytes > ceiling:
+                return False
+            self.used += nbytes
+            return True
+
+    def take(self, nbytes: int, timeout: float) -> bool:
+        """Block (a worker thread) until ``nbytes`` fit in the budget, at most ``timeout``."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self.used + nbytes <= self.total, timeout)
+            if ok:
+                self.used += nbytes
+            return ok
+
+    def give(self, nbytes: int) -> None:
+        with self._cond:
+            self.used -= nbytes
+            self._cond.notify_all()
+
+
+class Ticket:
+    """One admitted request's share of the budget; released when the request ends."""
+
+    def __init__(self, limiter: InferenceLimiter) -> None:
+        self.limiter = limiter
+        self.held = 0
+
+    def claim(self, nbytes: int) -> None:
+        """A decoder's announced allocation (called in a worker thread)."""
+        limiter = self.limiter
+        if nbytes > limiter.budget.total or not limiter.budget.take(nbytes, limiter.timeout):
+            raise limiter.overloaded("the in-flight memory budget is spent; retry later")
+        self.held += nbytes
+
+    def release(self) -> None:
+        if self.held:
+            self.limiter.budget.give(self.held)
+            self.held = 0
 
 
 class InferenceLimiter:
     """Runs blocking work (decode → infer → postprocess) in the thread pool, bounded."""
 
     def __init__(
-        self, max_concurrent: int, max_queued: int, retry_after: int, metrics: Metrics
+        self,
+        max_concurrent: int,
+        max_queued: int,
+        retry_after: int,
+        metrics: Metrics,
+        max_inflight_bytes: int = 1 << 62,
+        timeout: float = 30.0,
     ) -> None:
         self.capacity = max_concurrent + max_queued
         self.retry_after = retry_after
         self.metrics = metrics
         self.pending = 0
+        self.budget = ByteBudget(max_inflight_bytes)
+        self.timeout = timeout
         self._slots = asyncio.Semaphore(max_concurrent)
 
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    def overloaded(self, detail: str) -> Overloaded:
+        return Overloaded(detail, headers={"Retry-After": str(self.retry_after)})
+
+    @asynccontextmanager
+    async def admit(self, body_bytes: int = 0) -> AsyncIterator[Ticket]:
+        """A place in the bounded queue and room for the body (2 × ``body_bytes``), or 503."""
         if self.pending >= self.capacity:
-            raise Overloaded(
-                "too many inferences in progress; retry later",
-                headers={"Retry-After": str(self.retry_after)},
-            )
+            raise self.overloaded("too many inferences in progress; retry later")
         self.pending += 1
         self.metrics.inflight.inc()
+        ticket = Ticket(self)
         try:
-            async with self._slots:
-                return await run_in_threadpool(fn, *args, **kwargs)
+            await self._reserve_body(ticket, 2 * body_bytes)
+            yield ticket
         finally:
+            ticket.release()
             self.pending -= 1
             self.metrics.inflight.dec()
+
+    async def _reserve_body(self, ticket: Ticket, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        budget = self.budget
+        if nbytes > budget.total:
+            raise self.overloaded("the upload is larger than the in-flight memory budget")
+        deadline = time.monotonic() + self.timeout
+        # Bodies may fill half the budget; a request alone may take up to all of it.
+        while not (
+            budget.try_take(nbytes, budget.total // 2)
+            or (budget.used == 0 and budget.try_take(nbytes, budget.total))
+        ):
+            if time.monotonic() > deadline:
+                raise self.overloaded("the in-flight memory budget is spent; retry later")
+            await asyncio.sleep(_POLL_S)
+        ticket.held += nbytes
+
+    async def run_admitted(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` in the thread pool once an inference slot is free (the caller holds a ticket)."""
+        async with self._slots:
+            return await run_in_threadpool(fn, *args, **kwargs)
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Admit (no body) and run: for work whose inputs are already in memory (jobs)."""
+        async with self.admit():
+            return await self.run_admitted(fn, *args, **kwargs)

@@ -117,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.max_queued_inferences,
         settings.retry_after_seconds,
         metrics,
+        max_inflight_bytes=settings.max_inflight_bytes,
+        timeout=settings.admission_timeout_seconds,
     )
 
     app.add_exception_handler(MedserveError, _domain_error)
@@ -139,7 +141,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # add_middleware wraps: the last added is the outermost. Order of execution:
     # request context -> API key -> body limit -> app.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_upload_bytes,
+        read_timeout=settings.read_timeout_seconds,
+    )
     app.add_middleware(ApiKeyMiddleware, keys=settings.named_keys())
     routes = [route for router in routers for route in router.routes]
     app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=routes)

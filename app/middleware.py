@@ -6,6 +6,7 @@ headers before any byte of the body is read, and the limit counts bytes as they 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -17,7 +18,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge
+from app.errors import PayloadTooLarge, RequestTimeout
 from app.logs import request_id_var
 from app.metrics import Metrics
 from app.problem import error_response, problem_response
@@ -146,11 +147,14 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 once a body passes ``limit`` bytes: at once from Content-Length, else while counting."""
+    """413 once a body passes ``limit`` bytes: at once from Content-Length, else while counting;
+    408 ``request_timeout`` (connection closed) when the body makes no progress for
+    ``read_timeout`` seconds."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, read_timeout: float = 60.0) -> None:
         self.app = app
         self.limit = limit
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -167,14 +171,24 @@ class BodyLimitMiddleware:
 
         received = 0
         response_started = False
+        body_done = False
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # waiting for the disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body made no progress for {self.read_timeout:g} s",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise too_large
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -185,7 +199,7 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except PayloadTooLarge as exc:
+        except (PayloadTooLarge, RequestTimeout) as exc:
             if response_started:
                 raise
             await error_response(exc)(scope, receive, send)

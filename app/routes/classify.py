@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.deps import ServicesDep
-from app.pipeline import classify
+from app.imaging.limits import DecodeLimits
+from app.pipeline import Classified, classify
 from app.routes.common import (
     DICOM,
     ERROR_RESPONSES,
@@ -46,20 +47,13 @@ def _add_classifier(path: str, model: str, description: str) -> None:
         request: Request, services: ServicesDep, operating_point: OperatingPointQuery = None
     ) -> Response:
         wanted = negotiate(request, _OFFERS)
-        entry, point, parts = await accept(request, services, model, operating_point)
-        settings = services.settings
-        result = await infer(
-            request,
-            services,
-            entry,
-            classify,
-            entry,
-            parts,
-            point,
-            settings.decode_limits,
-            services.metrics,
-            wanted == DICOM,
-        )
+        entry, point = await accept(request, services, model, operating_point)
+        metrics = services.metrics
+
+        def run(parts: list[bytes], limits: DecodeLimits) -> Classified:
+            return classify(entry, parts, point, limits, metrics, wanted == DICOM)
+
+        result = await infer(request, services, entry, run)
         if wanted == DICOM:
             return dicom_response(result.dicom, multipart=False)
         body = ClassificationResponse(

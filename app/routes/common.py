@@ -3,6 +3,8 @@ negotiation, the response."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -14,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.deps import Services
-from app.errors import MedserveError, NotAcceptable
+from app.errors import MedserveError, NotAcceptable, Overloaded
+from app.imaging.limits import DecodeLimits
 from app.imaging.postprocess import Decision, resolve_operating_point
 from app.imaging.types import Image2D, Volume
 from app.registry import ModelEntry
@@ -83,15 +86,14 @@ OperatingPointQuery = Annotated[
 
 async def accept(
     request: Request, services: Services, model: str, operating_point: str | None
-) -> tuple[ModelEntry, str, list[bytes]]:
-    """Checks that need no body (model ready, operating point), then the upload itself."""
+) -> tuple[ModelEntry, str]:
+    """Checks that need no body: the model is ready, the operating point exists."""
     request.scope.setdefault("state", {})["model"] = model
     settings = services.settings
     entry = services.registry.ready_model(model, settings.retry_after_seconds)
     assert entry.card is not None
     point_name, _ = resolve_operating_point(entry.card, operating_point)
-    parts = await read_upload(request, settings.max_upload_parts)
-    return entry, point_name, parts
+    return entry, point_name
 
 
 def model_ref(entry: ModelEntry) -> ModelRef:
@@ -266,17 +268,38 @@ async def _audit(
         log.error("audit write failed", extra={"event": "audit", "error": type(exc).__name__})
 
 
+async def drain(request: Request) -> None:
+    """Read and drop the rest of a refused request's body (nothing is kept)."""
+    with contextlib.suppress(Exception):
+        async for _ in request.stream():
+            pass
+
+
+def declared_length(request: Request) -> int:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0
+
+
 async def infer(
     request: Request,
     services: Services,
     entry: ModelEntry,
-    fn: Callable[..., R],
-    *args: Any,
+    run: Callable[[list[bytes], DecodeLimits], R],
 ) -> R:
-    """One upload through the inference limiter, with its audit row (``ok`` or the error code)."""
+    """One upload: admitted by the limiter (a place in the queue and memory for its body)
+    before a byte is read, read, then ``run(parts, limits)`` in the thread pool with the
+    request's memory ticket in ``limits``; its audit row (``ok`` or the error code)."""
+    limiter, settings = services.limiter, services.settings
+    body_read = False
     try:
-        result = await services.limiter.run(fn, *args)
+        async with limiter.admit(declared_length(request)) as ticket:
+            parts = await read_upload(request, settings.max_upload_parts)
+            body_read = True
+            limits = dataclasses.replace(settings.decode_limits, claim=ticket.claim)
+            result = await limiter.run_admitted(run, parts, limits)
     except MedserveError as exc:
+        if isinstance(exc, Overloaded) and not body_read:
+            await drain(request)  # so that the client, still sending, reads its 503
         await _audit(request, services, entry, exc.code, None)
         raise
     await _audit(request, services, entry, "ok", result)

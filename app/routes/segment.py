@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.deps import ServicesDep
+from app.imaging.limits import DecodeLimits
 from app.pipeline import Segmented, segment
 from app.registry import ModelEntry
 from app.routes.common import (
@@ -97,7 +98,7 @@ def _add_segmenter(path: str, model: str, description: str) -> None:
         overlay: OverlayQuery = False,
     ) -> Response:
         wanted = negotiate(request, _OFFERS)
-        entry, point, parts = await accept(request, services, model, operating_point)
+        entry, point = await accept(request, services, model, operating_point)
         png = wanted == PNG
         if png:
             encodings = frozenset({"overlay_bytes" if overlay else "png_bytes"})
@@ -105,21 +106,13 @@ def _add_segmenter(path: str, model: str, description: str) -> None:
             encodings = _ENCODINGS[mask_format]
         else:
             encodings = frozenset()
-        limits = services.settings.decode_limits
         dicom = _DICOM_OBJECTS.get(wanted, frozenset())
-        result = await infer(
-            request,
-            services,
-            entry,
-            segment,
-            entry,
-            parts,
-            point,
-            encodings,
-            limits,
-            services.metrics,
-            dicom,
-        )
+        metrics = services.metrics
+
+        def run(parts: list[bytes], limits: DecodeLimits) -> Segmented:
+            return segment(entry, parts, point, encodings, limits, metrics, dicom)
+
+        result = await infer(request, services, entry, run)
         if dicom:
             return dicom_response(result.dicom, multipart=wanted == DICOM_MULTIPART)
         if png:

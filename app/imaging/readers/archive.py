@@ -67,9 +67,12 @@ def dicom_entries(data: bytes, limits: DecodeLimits) -> list[bytes]:
             raise PayloadTooLarge(
                 f"zip holds {len(entries)} entries; the limit is {limits.max_archive_entries}"
             )
-        for info in entries:
-            if info.is_dir() or _skipped(info.filename) or info.flag_bits & 0x1:
-                continue
+        wanted = [
+            i for i in entries if not (i.is_dir() or _skipped(i.filename) or i.flag_bits & 0x1)
+        ]
+        # what the entries inflate to (the central directory says; the cap stops liars)
+        limits.reserve(min(sum(i.file_size for i in wanted), limits.max_decompressed_bytes))
+        for info in wanted:
             if info.compress_type not in _METHODS:
                 raise InvalidDicom("zip entry uses an unsupported compression method")
             try:

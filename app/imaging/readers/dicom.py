@@ -447,6 +447,8 @@ def decode_dicom_image(
             f"image has {info.rows * info.cols} pixels; the limit is {limits.max_image_pixels}"
         )
     decoder = pixel_decoder(ds, info)
+    # the decoded frame and its float values
+    limits.reserve(info.rows * info.cols * info.samples * (4 + max(1, info.bits_allocated // 8)))
     frame = next(iter_frames(ds, decoder, [0]))
     pixels = frame_values(frame, ds, info, voi=apply_voi_lut)
     meta = dicom_meta(ds, info, "dicom", transfer_syntax=str(ds.file_meta.TransferSyntaxUID))

@@ -149,7 +149,8 @@ def decode_nifti(data: bytes, limits: DecodeLimits) -> Volume:
 
         def peek(head: bytes) -> None:
             if nifti_version(head) is not None:
-                _Layout(head, limits)  # absurd / over-limit dims stop the inflation early
+                early = _Layout(head, limits)  # absurd / over-limit dims stop the inflation early
+                limits.reserve(min(early.offset + early.nbytes, limits.max_decompressed_bytes))
 
         raw = gunzip(data, limits.max_decompressed_bytes, peek)
         if nifti_version(bytes(raw[:_HEAD])) is None:
@@ -164,6 +165,7 @@ def decode_nifti(data: bytes, limits: DecodeLimits) -> Volume:
     except ValueError:
         raise InvalidVolume("NIfTI orientation is degenerate") from None
     src = np.frombuffer(raw, dtype=layout.dtype, count=layout.voxels, offset=layout.offset)
+    limits.reserve(layout.voxels * 4)  # the float32 volume
     out = np.empty(canon.shape, dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         np.copyto(source_view(out, canon), src.reshape(layout.shape, order="F"), casting="unsafe")

@@ -79,6 +79,8 @@ def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Imag
             raise ImageTooLarge(
                 f"image has {width * height} pixels; the limit is {limits.max_image_pixels}"
             )
+        # the decoded image and its float32 copy
+        limits.reserve(width * height * len(img.getbands()) * 6)
         fmt = _FORMATS.get(img.format or "", kind)
         frames = int(getattr(img, "n_frames", 1))
         if frames > 1 and fmt != "jpeg":  # an MPO JPEG's extra frames are previews

@@ -213,6 +213,7 @@ def _assemble(
         canon = plan((count, info.rows, info.cols), affine, zooms)
     except ValueError:
         raise InvalidVolume("DICOM orientation is degenerate") from None
+    limits.reserve(voxels * 4)  # the float32 volume
     out = np.empty(canon.shape, dtype=np.float32)
     fill(source_view(out, canon), order)
     meta = dicom_meta(
