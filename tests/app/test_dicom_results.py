@@ -26,13 +26,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pycocotools import mask as cocomask
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from app.config import Settings
 from app.imaging.card import CARD_FILE, ModelCard
 from app.main import create_app
 from tests.ct_series import series_from_volume, zip_files
+from tests.imaging.imaging_factories import image_dataset
 from tests.tiny_model import write_tiny_model
 from tests.tools import require_tool
 from training.synthetic import covid_ct as synth_ct
@@ -73,22 +74,16 @@ def anonymised_projection(pixels: np.ndarray, sop_class: str, modality: str, bit
     """A projection radiograph as anonymised files often are: identifiers and the canary
     patient name, but no Frame of Reference and none of the Type 2 patient/study attributes
     (birth date, sex, study date/time/ID, accession number, referring physician)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds = image_dataset(
+        np.asarray(pixels).astype(np.uint16),
+        modality=modality,
+        sop_class=sop_class,
+        bits_stored=bits,
+        StudyInstanceUID=generate_uid(),
+        SeriesInstanceUID=generate_uid(),
+        ImagerPixelSpacing=[0.388, 0.388],
+    )
     ds.PatientName, ds.PatientID = CANARY, "CANARY-ID-77"
-    ds.Modality = modality
-    ds.ImagerPixelSpacing = [0.388, 0.388]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.astype("<u2").tobytes()
     return _part10(ds)
 
 
