@@ -25,6 +25,7 @@ from app.imaging.readers.orient import plan, source_view
 from app.imaging.types import Meta, Volume
 
 _CHUNK = 1 << 20
+_IN_PIECE = 1 << 18  # compressed bytes handed to zlib at a time
 _HEAD = 544  # enough for either header (NIfTI-1: 348, NIfTI-2: 540)
 
 
@@ -33,13 +34,20 @@ def gunzip(data: bytes, limit: int, peek: Callable[[bytes], None] | None = None)
 
     Raises PayloadTooLarge as soon as the output passes ``limit`` bytes (a gzip bomb never
     gets further than that). ``peek`` sees the first ``_HEAD`` bytes as soon as they exist,
-    so a header can be judged before the rest is inflated.
+    so a header can be judged before the rest is inflated. The input is fed a piece at a time
+    (``_IN_PIECE``), so the inflater's unconsumed tail, which zlib hands back as a copy, stays
+    small: feeding the whole input made every output chunk copy the rest of it (quadratic).
     """
     out = bytearray()
     inflater = zlib.decompressobj(wbits=31)
-    pending: bytes = data
+    view = memoryview(data)
+    position = 0
+    pending: bytes = b""
     peeked = peek is None
     while True:
+        if not pending and position < len(view):
+            pending = bytes(view[position : position + _IN_PIECE])
+            position += len(pending)
         try:
             chunk = inflater.decompress(pending, _CHUNK)
         except zlib.error:
@@ -54,13 +62,13 @@ def gunzip(data: bytes, limit: int, peek: Callable[[bytes], None] | None = None)
             peek(bytes(out[:_HEAD]))
         pending = inflater.unconsumed_tail
         if inflater.eof:
-            rest = inflater.unused_data
+            rest = inflater.unused_data + bytes(view[position:])
             if rest[:2] == b"\x1f\x8b":  # another gzip member follows
                 inflater = zlib.decompressobj(wbits=31)
-                pending = rest
+                view, position, pending = memoryview(rest), 0, b""
                 continue
             break  # trailing bytes that are not a gzip member are ignored, as gzip(1) does
-        if not chunk and not pending:
+        if not chunk and not pending and position >= len(view):
             raise InvalidVolume("gzip data is truncated")
     if not peeked and peek is not None:
         peek(bytes(out[:_HEAD]))
