@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow lint format bench models models-ct models-brain models-phantom clean \
+.PHONY: run test test-slow lint format bench bench-hospital models models-ct models-brain models-phantom clean \
 	container-test container-base
 
 $(BIN)/python:
@@ -40,6 +40,11 @@ test-slow: $(VENV)/.all-installed
 ## `make models` ran here, otherwise the same architectures with fresh weights.
 bench: $(VENV)/.all-installed
 	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
+
+## Hospital-sized inputs (2500x2000 films, 512x512x300 CT, ...) against the plain reference
+## pipeline -> the "Hospital-sized inputs" section of BENCHMARKS.md (about 10 minutes).
+bench-hospital: $(VENV)/.all-installed
+	$(BIN)/python bench/hospital.py $(BENCH_ARGS)
 
 lint: $(VENV)/.all-installed
 	$(BIN)/ruff check .

@@ -119,3 +119,18 @@ def test_phantom_tracking_runs_through_a_real_server(tmp_path: Path) -> None:
     assert result["frames_with_tumour"] == 4  # sequence 0 of seed 7 carries the insert
     assert result["dice_mean"] > 0.85 and result["centroid_error_median_px"] < 5
     assert plot.stat().st_size > 1000
+
+
+def test_hospital_benchmark_runs_small(tmp_path: Path) -> None:
+    """bench/hospital.py end to end at a tiny scale: every row answered 200 and a ratio."""
+    out, js = tmp_path / "b.md", tmp_path / "h.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "hospital.py"), "--scale", "0.05", "--ct-slices",
+         "8", "--no-throughput", "--out", str(out), "--json", str(js)],
+        check=True, cwd=ROOT, timeout=300, capture_output=True,
+    )  # fmt: skip
+    results = json.loads(js.read_text())
+    assert len(results["rows"]) == 12
+    assert all(r["statuses"] == {"200": r["e2e_ms"]["n"]} for r in results["rows"])
+    assert all(r["ratio"] > 0 for r in results["rows"])
+    assert "Hospital-sized inputs" in out.read_text()

@@ -1,0 +1,398 @@
+"""Hospital-sized inputs: the service end to end against the plain reference pipeline, side by
+side in one run (issue #18).
+
+    make bench-hospital                          # -> the "Hospital-sized inputs" section of
+                                                 #    BENCHMARKS.md and bench/hospital.json
+    .venv/bin/python bench/hospital.py --scale 0.1 --out /tmp/h.md   # a quick, small run
+
+Rows: chest films 2500x2000 8-bit JPEG and PNG, 12-bit DX DICOM (uncompressed and JPEG-LS),
+a 3000x3000 16-bit PNG; CT 512x512x300 as .nii.gz, .nii, a zip of slices and multipart slices;
+an MRI slice 256x256; a phantom frame 768x1024 16-bit DICOM and PNG.
+
+The reference pipeline is what a user would write, timed in process on the bytes in memory:
+decode (Pillow ``open`` + ``asarray``, or pydicom ``pixel_array``), Pillow BILINEAR resize to the
+model's input size (uint8 images as 8-bit, others as float32), a 0.5/99.5 percentile window on
+the small image, ``session.run`` with intra-op threads = cores; segmenters resize the output back
+(BILINEAR) and threshold it. CT: ``gzip.decompress`` + nibabel (or pydicom per slice, sorted by
+position, slope/intercept), per-plane BILINEAR float32 resize to the model's plane, the mean over
+equal depth chunks, the HU window, ``session.run``. e2e: one upload over a keep-alive connection
+timed by the client (median of 15; CT of 3) after a warm-up; throughput at concurrency 1, 2, 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in the service
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from benchmark import ENDPOINTS, Server, Upload, load  # noqa: E402
+
+BEGIN, END = "<!-- hospital:begin -->", "<!-- hospital:end -->"
+TARGET, CT_TARGET = 1.25, 1.0
+
+
+@dataclass
+class Row:
+    name: str
+    model: str
+    upload: Upload
+    reference: Callable[[], object]
+    repeats: int
+
+
+def _session(model: str) -> tuple[Any, Any]:
+    import onnxruntime as ort
+
+    from app.imaging.card import ModelCard
+
+    folder = max((ROOT / "models" / model).iterdir(), key=lambda p: p.name)
+    card = ModelCard.model_validate_json((folder / "model_card.json").read_text())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    session = ort.InferenceSession(
+        str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    return session, card
+
+
+def _window(small: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(small, (0.5, 99.5))
+    return np.clip((small - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+
+
+def reference_2d(model: str, data: bytes, kind: str) -> Callable[[], object]:
+    """The plain 2D pipeline for ``data`` (``kind``: raster or dicom)."""
+    import pydicom
+    from PIL import Image
+
+    session, card = _session(model)
+    prep = card.input.preprocessing
+    height, width = prep.size
+    name = session.get_inputs()[0].name
+
+    def run() -> object:
+        if kind == "dicom":
+            arr = pydicom.dcmread(io.BytesIO(data)).pixel_array
+        else:
+            arr = np.asarray(Image.open(io.BytesIO(data)))
+        if arr.ndim == 3:
+            arr = arr[..., prep.channel_index or 0]
+        image = Image.fromarray(arr if arr.dtype == np.uint8 else arr.astype(np.float32))
+        small = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), np.float32)
+        x = _window(small)[None, :, :, None]
+        if prep.channels == 3:
+            x = np.repeat(x, 3, axis=-1)
+        out = session.run(None, {name: x})[0]
+        if card.task == "binary_segmentation":
+            prob = Image.fromarray(np.asarray(out, np.float32).reshape(height, width))
+            full = prob.resize((arr.shape[1], arr.shape[0]), Image.Resampling.BILINEAR)
+            return np.asarray(full) >= (card.pixel_threshold or 0.5)
+        return out
+
+    return run
+
+
+def reference_ct(data: bytes | list[bytes], kind: str) -> Callable[[], object]:
+    import nibabel as nib
+    import pydicom
+    from PIL import Image
+
+    session, card = _session("covid_ct")
+    prep = card.input.preprocessing
+    depth, height, width = prep.size
+    low, high = prep.intensity.low or -1000.0, prep.intensity.high or 400.0
+    name = session.get_inputs()[0].name
+
+    def volume() -> np.ndarray:
+        if kind == "nifti":
+            assert isinstance(data, bytes)
+            raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            img = nib.Nifti1Image.from_bytes(raw)
+            return np.moveaxis(np.asarray(img.dataobj, dtype=np.float32), 2, 0)
+        if kind == "zip":
+            assert isinstance(data, bytes)
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                files = [z.read(n) for n in z.namelist()]
+        else:
+            assert isinstance(data, list)
+            files = data
+        slices = [pydicom.dcmread(io.BytesIO(f)) for f in files]
+        slices.sort(key=lambda s: float(s.ImagePositionPatient[2]))
+        return np.stack(
+            [
+                s.pixel_array.astype(np.float32) * float(s.RescaleSlope) + float(s.RescaleIntercept)
+                for s in slices
+            ]
+        )
+
+    def run() -> object:
+        vol = volume()
+        planes = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(p).resize((width, height), Image.Resampling.BILINEAR),
+                    np.float32,
+                )
+                for p in vol
+            ]
+        )
+        chunks = np.array_split(planes, depth)
+        small = np.stack([c.mean(axis=0) for c in chunks])
+        x = np.clip((small - low) / (high - low), 0, 1).astype(np.float32)[None, ..., None]
+        return session.run(None, {name: x})[0]
+
+    return run
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def _film(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A film-like image in [0, 1]: a bright thorax, darker lungs, noise."""
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    body = np.exp(-(((x - 0.45) / 0.35) ** 2 + ((y - 0.5) / 0.45) ** 2))
+    lungs = np.exp(-(((np.abs(x - 0.45) - 0.15) / 0.09) ** 2 + ((y - 0.45) / 0.25) ** 2))
+    return np.clip(0.2 + 0.6 * body - 0.35 * lungs + rng.normal(0, 0.02, (h, w)), 0, 1)
+
+
+def _dx(pixels: np.ndarray, bits: int, compress: bool) -> bytes:
+    from pydicom.uid import JPEGLSLossless, generate_uid
+
+    from tests.imaging.imaging_factories import image_dataset
+
+    ds = image_dataset(
+        pixels.astype(np.uint16),
+        modality="DX",
+        sop_class="1.2.840.10008.5.1.4.1.1.1.1",
+        bits_stored=bits,
+        StudyInstanceUID=generate_uid(),
+        SeriesInstanceUID=generate_uid(),
+        ImagerPixelSpacing=[0.15, 0.15],
+    )
+    if compress:
+        ds.compress(JPEGLSLossless)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def build_rows(scale: float, ct_slices: int) -> list[Row]:
+    import nibabel as nib
+
+    from tests.ct_series import series_from_volume, zip_files
+
+    rng = np.random.default_rng(18)
+    s = lambda n: max(16, int(n * scale))  # noqa: E731
+    rows: list[Row] = []
+    film = _film(s(2500), s(2000), rng)
+    film8 = (film * 255).astype(np.uint8)
+    film12 = (film * 4095).astype(np.uint16)
+    big16 = (_film(s(3000), s(3000), rng) * 65535).astype(np.uint16)
+    fh, fw = film8.shape
+    dicom = "application/dicom"
+    for name, data, ctype, kind in (
+        (f"chest film {fw}x{fh} 8-bit JPEG", _encode(film8, "JPEG"), "image/jpeg", "raster"),
+        (f"chest film {fw}x{fh} 8-bit PNG", _encode(film8, "PNG"), "image/png", "raster"),
+        (f"chest film {fw}x{fh} 12-bit DX DICOM", _dx(film12, 12, False), dicom, "dicom"),
+        (f"chest film {fw}x{fh} 12-bit DX DICOM JPEG-LS", _dx(film12, 12, True), dicom, "dicom"),
+        (f"film {big16.shape[1]}x{big16.shape[0]} 16-bit PNG", _encode(big16, "PNG"), "image/png",
+         "raster"),
+    ):  # fmt: skip
+        up = Upload(name, ctype, data, name)
+        rows.append(Row(name, "pneumonia_xray", up, reference_2d("pneumonia_xray", data, kind), 15))
+    mri = (_film(256, 256, rng) * 255).astype(np.uint8)
+    data = _encode(mri, "PNG")
+    rows.append(
+        Row(
+            "MRI slice 256x256 PNG",
+            "brain_tumor_mri",
+            Upload("mri.png", "image/png", data, "MRI"),
+            reference_2d("brain_tumor_mri", data, "raster"),
+            15,
+        )
+    )
+    frame = (_film(768, 1024, rng) * 60000).astype(np.uint16)
+    for name, data, ctype, kind in (
+        ("phantom frame 1024x768 16-bit DICOM", _dx(frame, 16, False), dicom, "dicom"),
+        ("phantom frame 1024x768 16-bit PNG", _encode(frame, "PNG"), "image/png", "raster"),
+    ):
+        up = Upload(name, ctype, data, name)
+        rows.append(
+            Row(name, "phantom_tumor_xray", up, reference_2d("phantom_tumor_xray", data, kind), 15)
+        )
+    side = s(512)
+    _, y, x = np.mgrid[0:ct_slices, 0:side, 0:side].astype(np.float32)
+    c = side / 2
+    body = ((x - c) ** 2 / (0.45 * side) ** 2 + (y - c) ** 2 / (0.35 * side) ** 2) < 1
+    hu = np.where(body, 40.0, -1000.0)
+    hu += rng.normal(0, 15, hu.shape).astype(np.float32)
+    hu = np.rint(hu).astype(np.int16)
+    spacing = (1.0, 0.7, 0.7)
+    nii = nib.Nifti1Image(np.ascontiguousarray(np.moveaxis(hu, 0, 2)), np.diag([0.7, 0.7, 1.0, 1]))
+    raw = bytes(nii.to_bytes())
+    gz = gzip.compress(raw, 6)
+    slices = series_from_volume(hu, spacing)
+    zipped = zip_files(slices)
+    dims = f"{side}x{side}x{ct_slices}"
+    for name, data, ctype, kind in (
+        (f"CT {dims} .nii.gz", gz, "application/gzip", "nifti"),
+        (f"CT {dims} .nii", raw, "application/octet-stream", "nifti"),
+        (f"CT {dims} zip of DICOM slices", zipped, "application/zip", "zip"),
+    ):
+        up = Upload(name, ctype, data, name)
+        rows.append(Row(name, "covid_ct", up, reference_ct(data, kind), 3))
+    multipart = _multipart_slices(slices)
+    rows.append(
+        Row(f"CT {dims} multipart slices", "covid_ct", multipart, reference_ct(slices, "parts"), 3)
+    )
+    return rows
+
+
+def _multipart_slices(slices: list[bytes]) -> Upload:
+    boundary = "medserve-hospital-boundary"
+    body = bytearray()
+    for k, data in enumerate(slices):
+        body += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="IM{k}"\r\n'
+            "Content-Type: application/dicom\r\n\r\n"
+        ).encode()
+        body += data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    ctype = f"multipart/form-data; boundary={boundary}"
+    return Upload("slices", ctype, bytes(body), "multipart slices")
+
+
+# --------------------------------------------------------------------------- run
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return float(np.median(samples))
+
+
+def run(scale: float, ct_slices: int, throughput: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = build_rows(scale, ct_slices)
+        server = Server(ROOT / "models", Path(tmp) / "server.log", None)
+        results = []
+        try:
+            for row in rows:
+                path = ENDPOINTS[row.model]
+                load(server.port, [(path, row.upload)] * 2, 1, None)  # warm-up
+                e2e = load(server.port, [(path, row.upload)] * row.repeats, 1, None)
+                ref = median_ms(row.reference, row.repeats)
+                entry = {
+                    "row": row.name,
+                    "model": row.model,
+                    "bytes": len(row.upload.data),
+                    "e2e_ms": e2e["latency_ms"],
+                    "statuses": e2e["statuses"],
+                    "reference_ms": ref,
+                    "ratio": e2e["latency_ms"].get("p50", float("nan")) / ref,
+                }
+                if throughput and row.model != "covid_ct":
+                    entry["throughput_rps"] = {
+                        str(c): load(server.port, [(path, row.upload)] * (8 * c), c, None)[
+                            "throughput_rps"
+                        ]
+                        for c in (1, 2, 4)
+                    }
+                results.append(entry)
+                print(
+                    f"{row.name:48s} e2e p50 {entry['e2e_ms'].get('p50', 0):8.1f} ms  "
+                    f"reference {ref:8.1f} ms  ratio {entry['ratio']:.2f}",
+                    flush=True,
+                )
+        finally:
+            server.stop()
+    return {
+        "scale": scale,
+        "ct_slices": ct_slices,
+        "cores": len(os.sched_getaffinity(0)),
+        "rows": results,
+    }
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [
+        BEGIN,
+        "## Hospital-sized inputs (bench/hospital.py)",
+        "",
+        f"{results['cores']} cores, one request at a time, e2e over HTTP (keep-alive, raw body; "
+        "multipart where the row says) against the plain reference pipeline in process, in the "
+        f"same run. Targets: e2e p50 ≤ {TARGET} × reference (CT rows ≤ {CT_TARGET} ×).",
+        "",
+        "| input | e2e p50 | e2e p95 | reference | e2e / reference | target "
+        "| throughput c=1/2/4 (req/s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        target = CT_TARGET if r["model"] == "covid_ct" else TARGET
+        verdict = "met" if r["ratio"] <= target else "missed"
+        rps = r.get("throughput_rps")
+        rps_text = " / ".join(f"{v:.1f}" for v in rps.values()) if rps else "—"
+        e2e = r["e2e_ms"]
+        lines.append(
+            f"| {r['row']} | {e2e.get('p50', 0):.1f} ms | {e2e.get('p95', 0):.1f} ms "
+            f"| {r['reference_ms']:.1f} ms | {r['ratio']:.2f}× | ≤ {target} ({verdict}) "
+            f"| {rps_text} |"
+        )
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="image side scale (quick runs)")
+    parser.add_argument("--ct-slices", type=int, default=300)
+    parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "hospital.json")
+    args = parser.parse_args(argv)
+    results = run(args.scale, args.ct_slices, not args.no_throughput)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    section = report(results)
+    old = args.out.read_text() if args.out.is_file() else ""
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) :]
+    else:
+        new = (old.rstrip() + "\n\n" if old else "") + section + "\n"
+    args.out.write_text(new)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
