@@ -3,8 +3,9 @@
 #   builder      the `serve` extra (binary wheels only) and a wheel of `app/` installed into
 #                /opt/venv. Nothing of this stage but /opt/venv and the models reaches the
 #                runtime image.
-#   integration  pytest, httpx and the image libraries in /opt/venv; runs tests/integration
-#                against a running service (compose profile `test`, make container-test).
+#   integration  pytest, httpx and the image libraries in /opt/venv, dcmtk's storescu; runs
+#                tests/integration against a running service (compose profile `test`, make
+#                container-test), and its PACS test against Orthanc (profile `pacs`).
 #   runtime      ${BASE_IMAGE} + /opt/venv + models/. The default target (last stage).
 #
 #   docker build -t medserve .
@@ -82,6 +83,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     HOME=/tmp
 
 WORKDIR /work
+# dcmtk's storescu: tests/integration/test_pacs.py sends a study to Orthanc by C-STORE, as a
+# modality does (Debian's package; its own layer, before the Python one).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dcmtk \
+ && rm -rf /var/lib/apt/lists/*
+
 # Only what the black-box suite imports, at the versions pinned in pyproject.toml:
 # pytest and httpx (dev extra), numpy, pillow, pydicom, nibabel (serve extra). No TensorFlow.
 COPY pyproject.toml ./

@@ -116,8 +116,9 @@ models-phantom: $(VENV)/.all-installed
 		--synthetic --overwrite
 
 ## The container acceptance run with podman (root; needs podman, runc, debootstrap): makes the
-## local base image if missing, builds localhost/medserve and localhost/medserve-integration,
-## runs the runtime image as docker-compose.yml does and tests it (deploy/container_test.py).
+## local base image if missing, builds localhost/medserve, localhost/medserve-integration and
+## localhost/medserve-orthanc, runs the runtime image as docker-compose.yml does and tests it,
+## then the PACS profile with podman-compose (deploy/container_test.py).
 container-test:
 	python3 deploy/container_test.py
 

@@ -21,24 +21,37 @@ service's log; every container and volume it started is removed, whatever happen
  6. What the service writes: the same image with a writable root, the suite again, then
     ``podman diff``: nothing may change outside /tmp and the data folder (a read-only root
     would only turn such a write into an error the suite might not see).
+ 7. The PACS profile, driven by **podman-compose** (PyPI, pinned, in a cached venv) with
+    docker-compose.yml itself and a generated override for this machine: host networking on
+    free loopback ports, Orthanc's ports in a mounted container.json. ``orthanc`` (the image
+    localhost/medserve-orthanc:latest from deploy/orthanc/, read-only, cap-drop ALL, its
+    storage on the named volume) and ``api`` (as compose runs it) come up healthy, then the
+    ``integration`` service runs tests/integration, test_pacs.py included: a study C-STOREd
+    into Orthanc, the Lua trigger's job done, its SEG and SR found in Orthanc by QIDO; this
+    script checks them by QIDO from the host too, then ``podman-compose down -v``.
 
 Environment: MEDSERVE_BASE_IMAGE (default localhost/medserve-base:bookworm; a registry image
 such as python:3.11-slim-bookworm skips step 1's base), CONTAINER_TEST_PYTEST_ARGS (extra pytest
-arguments for step 4). Standard library only.
+arguments for step 4), CONTAINER_TEST_CACHE (where podman-compose's venv is kept, default
+/var/cache/medserve-container-test). Standard library only (podman-compose runs in its venv).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +63,11 @@ import podman_settings  # noqa: E402
 BASE_IMAGE = os.environ.get("MEDSERVE_BASE_IMAGE", "localhost/medserve-base:bookworm")
 RUNTIME = "localhost/medserve:latest"
 INTEGRATION = "localhost/medserve-integration:latest"
+ORTHANC = "localhost/medserve-orthanc:latest"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+# podman-compose from PyPI, pinned with its dependencies (Debian 12 has no package of it).
+PODMAN_COMPOSE = ("podman-compose==1.6.0", "python-dotenv==1.2.4", "PyYAML==6.0.4")
+CACHE = Path(os.environ.get("CONTAINER_TEST_CACHE", "/var/cache/medserve-container-test"))
 MAX_IMAGE_BYTES = 1_500_000_000
 DATA_DIR = "/var/lib/medserve"
 UID = "10001"
@@ -203,6 +221,28 @@ def build() -> None:
             log = (done.stdout + done.stderr).strip().splitlines()
             raise Failed(f"podman build of {target} failed:\n" + "\n".join(log[-60:]))
         say(f"built {tag} in {time.monotonic() - t0:.0f} s")
+    # The Orthanc image: Debian's orthanc + orthanc-dicomweb and deploy/orthanc/ (its own
+    # Dockerfile and context, as compose builds it), from the same base.
+    t0 = time.monotonic()
+    say(f"building {ORTHANC} (deploy/orthanc, base {BASE_IMAGE})")
+    cmd = [
+        "podman",
+        "build",
+        "--format",
+        "docker",
+        "--network",
+        "host",
+        "--build-arg",
+        f"BASE_IMAGE={BASE_IMAGE}",
+        "-t",
+        ORTHANC,
+        str(ROOT / "deploy" / "orthanc"),
+    ]
+    done = run(cmd, check=False, timeout=BUILD_WITHIN_S)
+    if done.returncode != 0:
+        log = (done.stdout + done.stderr).strip().splitlines()
+        raise Failed("podman build of deploy/orthanc failed:\n" + "\n".join(log[-60:]))
+    say(f"built {ORTHANC} in {time.monotonic() - t0:.0f} s")
 
 
 # --------------------------------------------------------------------------- image checks
@@ -454,6 +494,251 @@ def check_writes(r: Run) -> None:
     say(f"{name}: podman diff shows nothing outside /tmp and {DATA_DIR} ({paths})")
 
 
+# --------------------------------------------------------------------------- PACS profile
+
+
+def podman_compose() -> Path:
+    """podman-compose in a venv under CACHE (made once, kept between runs)."""
+    venv = CACHE / "podman-compose-venv"
+    binary = venv / "bin" / "podman-compose"
+    stamp = venv / ".installed"
+    if not (binary.exists() and stamp.exists() and stamp.read_text() == " ".join(PODMAN_COMPOSE)):
+        say(f"installing {' '.join(PODMAN_COMPOSE)} into {venv}")
+        run([sys.executable, "-m", "venv", "--clear", str(venv)], timeout=300)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        run([*pip, "--disable-pip-version-check", *PODMAN_COMPOSE], timeout=600)
+        stamp.write_text(" ".join(PODMAN_COMPOSE))
+    return binary
+
+
+def orthanc_config(http_port: int, dicom_port: int) -> str:
+    """deploy/orthanc/container.json with this run's loopback ports, and remote access off
+    (host networking: every client is on loopback; authentication stays on)."""
+    text = (ROOT / "deploy" / "orthanc" / "container.json").read_text()
+    for key, value in (
+        ("HttpPort", str(http_port)),
+        ("DicomPort", str(dicom_port)),
+        ("RemoteAccessAllowed", "false"),
+    ):
+        text, n = re.subn(rf'("{key}"\s*:\s*)[^,\s]+', rf"\g<1>{value}", text)
+        if n != 1:
+            raise Failed(f"deploy/orthanc/container.json: no single {key} to set")
+    return text
+
+
+def _yaml(value: object) -> str:
+    return json.dumps(value)  # JSON scalars and flow lists are YAML
+
+
+def compose_override(api: int, http: int, orthanc_config_path: Path) -> str:
+    """What differs on this machine from docker-compose.yml: host networking on loopback ports
+    instead of the project network and published ports (``!reset`` drops those)."""
+    suite = ["python", "-m", "pytest", "-p", "no:cacheprovider", "tests/integration", "-q"]
+    return "\n".join(
+        [
+            "services:",
+            "  api:",
+            "    network_mode: host",
+            "    ports: !reset []",
+            "    environment:",
+            "      HOST: 127.0.0.1",
+            f"      PORT: {_yaml(str(api))}",
+            "  orthanc:",
+            "    network_mode: host",
+            "    ports: !reset []",
+            "    environment:",
+            f"      MEDSERVE_URL: {_yaml(f'http://127.0.0.1:{api}')}",
+            "    volumes:",
+            f"      - {_yaml(f'{orthanc_config_path}:/etc/orthanc/container.json:ro')}",
+            "  integration:",
+            "    network_mode: host",
+            "    environment:",
+            f"      MEDSERVE_URL: {_yaml(f'http://127.0.0.1:{api}')}",
+            f"    command: {_yaml(suite)}",
+            "",
+        ]
+    )
+
+
+class ComposeRun:
+    """One podman-compose project (docker-compose.yml + this machine's override)."""
+
+    def __init__(self, binary: Path, folder: Path, env_file: Path, override: Path) -> None:
+        self.project = f"medserve-ct-{os.getpid()}"
+        self.base = [
+            str(binary),
+            "-p",
+            self.project,
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(COMPOSE_FILE),
+            "-f",
+            str(override),
+            "--profile",
+            "pacs",
+            "--profile",
+            "test",
+        ]
+        # Nothing of the caller's environment may leak into the file's ${...}.
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("MEDSERVE_", "ORTHANC_", "COMPOSE_"))
+        }
+        self.folder = folder
+
+    def __call__(
+        self, *args: str, timeout: float = 300.0, capture: bool = True, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [*self.base, *args]
+        try:
+            done = subprocess.run(
+                cmd,
+                cwd=self.folder,
+                env=self.env,
+                text=True,
+                capture_output=capture,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise Failed(f"`podman-compose {' '.join(args)}` took over {timeout:.0f} s") from None
+        if check and done.returncode != 0:
+            out = ((done.stdout or "") + (done.stderr or "")).strip()[-4000:]
+            raise Failed(f"`podman-compose {' '.join(args)}` exited {done.returncode}\n{out}")
+        return done
+
+    def container(self, service: str) -> str:
+        names = run(
+            [
+                "podman",
+                "ps",
+                "-a",
+                "--filter",
+                f"label=io.podman.compose.project={self.project}",
+                "--filter",
+                f"label=io.podman.compose.service={service}",
+                "--format",
+                "{{.Names}}",
+            ]
+        ).stdout.split()
+        if len(names) != 1:
+            raise Failed(f"podman-compose started {names or 'no container'} for {service}")
+        return names[0]
+
+    def containers(self) -> list[str]:
+        label = f"label=io.podman.compose.project={self.project}"
+        done = run(["podman", "ps", "-a", "--filter", label, "--format", "{{.Names}}"], check=False)
+        return done.stdout.split()
+
+    def cleanup(self) -> None:
+        self("down", "-v", "-t", "5", check=False, timeout=180)
+        label = f"label=io.podman.compose.project={self.project}"
+        for name in self.containers():  # whatever `down` left
+            run(["podman", "rm", "-f", "-t", "5", "-v", name], check=False)
+        done = run(["podman", "volume", "ls", "-q", "--filter", label], check=False)
+        for volume in done.stdout.split():
+            run(["podman", "volume", "rm", "-f", volume], check=False)
+        done = run(["podman", "network", "ls", "-q", "--filter", label], check=False)
+        for network in done.stdout.split():
+            run(["podman", "network", "rm", "-f", network], check=False)
+
+
+def qido_results(http: int, password: str) -> dict[str, int]:
+    """Modality → number of medserve's series in the containerised Orthanc (from the host)."""
+    auth = base64.b64encode(f"medserve:{password}".encode()).decode()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    counts: dict[str, int] = {}
+    for modality in ("SEG", "SR"):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{http}/dicom-web/series?Modality={modality}"
+            "&includefield=Manufacturer",
+            headers={"Accept": "application/dicom+json", "Authorization": f"Basic {auth}"},
+        )
+        with opener.open(req, timeout=10) as r:
+            body = r.read()
+        found = json.loads(body) if body else []
+        counts[modality] = sum(
+            1
+            for s in found
+            if str((s.get("00080070", {}).get("Value") or [""])[0]).lower() == "medserve"
+        )
+    return counts
+
+
+def check_pacs_profile(folder: Path) -> None:
+    binary = podman_compose()
+    api, http, dicom = free_port(), free_port(), free_port()
+    key, trigger_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    password = secrets.token_urlsafe(24)
+    config = folder / "container.json"
+    config.write_text(orthanc_config(http, dicom))
+    config.chmod(0o644)
+    env_file = folder / "env"
+    env_file.write_text(
+        "\n".join(
+            [
+                f"MEDSERVE_API_KEYS={key},orthanc:{trigger_key}",
+                f"MEDSERVE_TEST_API_KEY={key}",
+                f"MEDSERVE_MAX_UPLOAD_BYTES={MAX_UPLOAD}",
+                f"MEDSERVE_DICOMWEB_URL=http://127.0.0.1:{http}/dicom-web",
+                f"ORTHANC_MEDSERVE_PASSWORD={password}",
+                f"MEDSERVE_ORTHANC_API_KEY={trigger_key}",
+                f"MEDSERVE_TEST_ORTHANC_URL=http://127.0.0.1:{http}",
+                f"MEDSERVE_TEST_ORTHANC_DICOM=127.0.0.1:{dicom}",
+                "",
+            ]
+        )
+    )
+    override = folder / "host-network.override.yml"
+    override.write_text(compose_override(api, http, config))
+    compose = ComposeRun(binary, folder, env_file, override)
+    try:
+        say(
+            f"podman-compose -p {compose.project}: orthanc (HTTP 127.0.0.1:{http}, DICOM "
+            f"{dicom}) and api (127.0.0.1:{api}), docker-compose.yml + a host-network override"
+        )
+        compose("up", "-d", "--no-build", "orthanc", "api", timeout=300)
+        for service in ("orthanc", "api"):
+            name = compose.container(service)
+            say(f"{name} healthy after {wait_healthy(name):.1f} s")
+        orthanc = compose.container("orthanc")
+        user = run(["podman", "exec", orthanc, "id", "-un"]).stdout.strip()
+        info = json.loads(run(["podman", "inspect", orthanc]).stdout)[0]
+        if user != "orthanc" or not info["HostConfig"].get("ReadonlyRootfs"):
+            raise Failed(
+                f"{orthanc} runs as {user!r}, read-only {info['HostConfig'].get('ReadonlyRootfs')}"
+            )
+        say(f"{orthanc}: user orthanc, read-only root, storage on the volume")
+        t0 = time.monotonic()
+        done = compose(
+            "run",
+            "--rm",
+            "--no-deps",
+            "integration",
+            capture=False,
+            check=False,
+            timeout=SUITE_WITHIN_S,
+        )
+        if done.returncode != 0:
+            raise Failed(
+                f"tests/integration (with test_pacs.py) failed in the compose run (exit "
+                f"{done.returncode}; its output is above)"
+            )
+        say(f"tests/integration with the PACS passed in {time.monotonic() - t0:.0f} s")
+        counts = qido_results(http, password)
+        if counts["SEG"] < 1 or counts["SR"] < 1:
+            raise Failed(f"Orthanc holds {counts} medserve series, not a SEG and an SR")
+        say(f"QIDO from the host: medserve's series in Orthanc: {counts}")
+    except Failed:
+        for name in compose.containers():
+            say(f"log of {name}:\n{logs(name)}")
+        raise
+    finally:
+        compose.cleanup()
+
+
 @contextmanager
 def timed(what: str) -> Iterator[None]:
     t0 = time.monotonic()
@@ -483,6 +768,11 @@ def main() -> int:
         check_bare(r)
         with timed("write check"):
             check_writes(r)
+        with (
+            timed("PACS profile (podman-compose: orthanc + api + integration)"),
+            tempfile.TemporaryDirectory(prefix="medserve-ct-") as folder,
+        ):
+            check_pacs_profile(Path(folder))
     except Failed as exc:
         say(f"FAILED: {exc}")
         for name in r.containers:

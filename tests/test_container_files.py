@@ -509,3 +509,124 @@ def test_ci_runs_make_test_first_then_the_container_run() -> None:
     assert "make test" in lines and "make container-test" in lines, lines
     assert lines.index("make test") < lines.index("make container-test")
     assert "container-test:" in (ROOT / "Makefile").read_text()
+
+
+# --------------------------------------------------------------------------- PACS profile
+
+ORTHANC_DOCKERFILE = ROOT / "deploy" / "orthanc" / "Dockerfile"
+
+
+def test_compose_orthanc_service_is_the_pacs_profile(compose: dict[str, Any]) -> None:
+    """Orthanc only with `--profile pacs`, built from deploy/orthanc/ (no third-party image),
+    the build's BASE_IMAGE passed through with the Dockerfile's own default."""
+    orthanc = compose["services"]["orthanc"]
+    assert orthanc["profiles"] == ["pacs"], "api must keep working without Orthanc"
+    build = orthanc["build"]
+    assert str(build["context"]).rstrip("/") in ("deploy/orthanc", "./deploy/orthanc"), build
+    default = global_args(ORTHANC_DOCKERFILE.read_text()).get("BASE_IMAGE")
+    assert default == "debian:bookworm-slim"
+    arg = str(build["args"]["BASE_IMAGE"])
+    assert arg.startswith("${") and arg.endswith(f":-{default}}}"), arg
+    assert "orthanc" in orthanc["image"] and "/" not in orthanc["image"].split(":")[0], (
+        "a local tag, never pulled from a registry"
+    )
+    assert "pacs" not in compose["services"]["api"].get("profiles", []), "api is in every profile"
+
+
+def test_compose_orthanc_storage_is_a_named_volume(compose: dict[str, Any]) -> None:
+    orthanc = compose["services"]["orthanc"]
+    mounts = [str(v) for v in orthanc["volumes"]]
+    storage = [m for m in mounts if m.split(":")[1] == "/var/lib/orthanc/db"]
+    assert storage, mounts
+    assert storage[0].split(":")[0] in (compose.get("volumes") or {}), "a named volume"
+    assert "/var/lib/orthanc/db" in ORTHANC_DOCKERFILE.read_text(), "the image's VOLUME"
+
+
+def test_compose_orthanc_is_unprivileged_and_wired_to_api(compose: dict[str, Any]) -> None:
+    orthanc = compose["services"]["orthanc"]
+    assert [c.upper() for c in orthanc["cap_drop"]] == ["ALL"]
+    assert not orthanc.get("privileged")
+    assert orthanc.get("read_only") is True
+    assert orthanc.get("mem_limit"), "a memory limit"
+    env = _env(orthanc)
+    assert env["MEDSERVE_URL"] == "http://api:8000"
+    assert env["ORTHANC_MEDSERVE_PASSWORD"].startswith("${ORTHANC_MEDSERVE_PASSWORD")
+    assert env["MEDSERVE_API_KEY"].startswith("${"), "the trigger's key comes from .env"
+    ports = [str(p) for p in orthanc.get("ports", [])]
+    assert all(p.startswith("${ORTHANC_") and "127.0.0.1" in p for p in ports), (
+        "published on loopback unless told otherwise"
+    )
+    test = orthanc["healthcheck"]["test"]
+    assert "$" not in " ".join(test if isinstance(test, list) else [test]), (
+        "podman-compose keeps $$ as it is: the health check is a script in the image"
+    )
+
+
+def test_compose_api_dicomweb_settings_come_from_the_environment(compose: dict[str, Any]) -> None:
+    """Without the PACS block of .env the URL is empty (study endpoints answer 503); with it,
+    api logs into Orthanc as medserve with the password the orthanc service gets."""
+    env = _env(compose["services"]["api"])
+    assert env["MEDSERVE_DICOMWEB_URL"] == "${MEDSERVE_DICOMWEB_URL:-}"
+    assert env["MEDSERVE_DICOMWEB_USERNAME"].endswith(":-medserve}")
+    assert env["MEDSERVE_DICOMWEB_PASSWORD"].startswith("${ORTHANC_MEDSERVE_PASSWORD")
+    integration = _env(compose["services"]["integration"])
+    assert integration["MEDSERVE_TEST_ORTHANC_URL"] == "${MEDSERVE_TEST_ORTHANC_URL:-}", (
+        "the PACS test stores a study: only when asked to"
+    )
+    assert integration["MEDSERVE_TEST_ORTHANC_PASSWORD"].startswith("${ORTHANC_MEDSERVE_PASSWORD")
+
+
+def test_env_example_documents_the_pacs_block() -> None:
+    text = ENV_EXAMPLE.read_text()
+    for name in (
+        "COMPOSE_PROFILES=pacs",
+        "MEDSERVE_DICOMWEB_URL=http://orthanc:8042/dicom-web",
+        "ORTHANC_MEDSERVE_PASSWORD=",
+        "MEDSERVE_ORTHANC_API_KEY=",
+        "MEDSERVE_TEST_ORTHANC_URL=http://orthanc:8042",
+    ):
+        assert name in text, name
+    active = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert not any(ln.startswith(("COMPOSE_PROFILES", "MEDSERVE_DICOMWEB_URL")) for ln in active), (
+        "without the PACS by default"
+    )
+
+
+def test_integration_image_has_storescu_and_the_pacs_test(stages: list[Stage]) -> None:
+    stage = _stage(stages, "integration")
+    assert any("apt-get install" in r and "dcmtk" in r for r in stage.args("RUN")), stage.text
+    assert (ROOT / "tests" / "integration" / "test_pacs.py").is_file()
+    assert not stage.args("ENTRYPOINT")
+
+
+def test_compose_cli_accepts_the_pacs_profile(compose_cli: list[str], tmp_path: Path) -> None:
+    """The whole file with both profiles, the PACS block of .env.example switched on."""
+    env_file = tmp_path / "env"
+    lines = []
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        for name in ("COMPOSE_PROFILES=", "MEDSERVE_DICOMWEB_URL=", "MEDSERVE_TEST_ORTHANC_URL="):
+            if line.startswith(f"# {name}"):
+                line = line[2:]
+        lines.append(line)
+    lines.append("ORTHANC_MEDSERVE_PASSWORD=a-test-password-0123456789")
+    env_file.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDSERVE_", "COMPOSE_"))}
+    cmd = [*compose_cli, "--env-file", str(env_file), "-f", str(COMPOSE), "--profile", "pacs"]
+    done = subprocess.run(
+        [*cmd, "--profile", "test", "config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "medserve-orthanc" in done.stdout and "http://orthanc:8042/dicom-web" in done.stdout
+
+
+def test_container_test_drives_the_pacs_profile_with_compose() -> None:
+    text = (ROOT / "deploy" / "container_test.py").read_text()
+    assert "localhost/medserve-orthanc:latest" in text
+    assert "podman-compose==" in text, "a pinned podman-compose"
+    assert '"down", "-v"' in text, "the compose project is removed with its volumes"
