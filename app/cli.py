@@ -39,6 +39,10 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # The same HTTP stack whatever else is installed (kserve, a dev dependency, pulls
+        # uvicorn[standard]: httptools and uvloop would otherwise be picked up).
+        http="h11",
+        loop="asyncio",
         log_config=None,
         access_log=False,
         server_header=False,
