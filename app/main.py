@@ -25,6 +25,7 @@ from app.problem import error_response, problem_response
 from app.registry import build_registry
 from app.routes import audit, classify, health, models, page, segment, studies
 from app.store import Store
+from app.v2 import router as v2_router
 
 log = logging.getLogger("medserve")
 
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         studies.router,
         audit.router,
         page.router,
+        v2_router,
     )
     for router in routers:
         app.include_router(router)

@@ -28,12 +28,22 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # Paths that never need a key: orchestrators and Prometheus must reach them, and the page and
 # API docs hold no data (the page sends the key it is given on every API call it makes).
-PUBLIC_PREFIXES = ("/health/", "/metrics", "/ui/", "/static-offline-docs/")
+PUBLIC_PREFIXES = ("/health/", "/v2/health/", "/metrics", "/ui/", "/static-offline-docs/")
 PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+V2_PREFIX = "/v2"
 
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def protocol_extra(scope: Scope, detail: str) -> dict[str, str] | None:
+    """On the Open Inference Protocol's paths, the ``error`` member its clients read (added to
+    the problem+json body); elsewhere nothing."""
+    path = scope.get("path", "")
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        return {"error": detail}
+    return None
 
 
 class RequestContextMiddleware:
@@ -81,7 +91,8 @@ class RequestContextMiddleware:
         except Exception:
             log.exception("unhandled error", extra={"event": "error"})
             if not response_started:
-                await problem_response("internal_error")(scope, receive, send_with_id)
+                extra = protocol_extra(scope, "internal error")
+                await problem_response("internal_error", extra=extra)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             endpoint = self._endpoint(scope)
@@ -138,10 +149,12 @@ class ApiKeyMiddleware:
         if identity is not None or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
+        detail = "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"
         response = problem_response(
             "unauthorized",
-            "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
+            detail,
             headers={"WWW-Authenticate": 'Bearer realm="medserve"', "Connection": "close"},
+            extra=protocol_extra(scope, detail),
         )
         await response(scope, receive, send)
 
@@ -160,9 +173,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        detail = f"request body exceeds the limit of {self.limit} bytes"
         too_large = PayloadTooLarge(
-            f"request body exceeds the limit of {self.limit} bytes",
-            headers={"Connection": "close"},
+            detail, headers={"Connection": "close"}, extra=protocol_extra(scope, detail)
         )
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
@@ -180,9 +193,9 @@ class BodyLimitMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), self.read_timeout)
             except TimeoutError:
+                stalled = f"the request body made no progress for {self.read_timeout:g} s"
                 raise RequestTimeout(
-                    f"the request body made no progress for {self.read_timeout:g} s",
-                    headers={"Connection": "close"},
+                    stalled, headers={"Connection": "close"}, extra=protocol_extra(scope, stalled)
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

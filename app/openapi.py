@@ -13,9 +13,16 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.schemas import Problem
+from app.v2.schemas import V2Error
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _PROBLEM_CONTENT = {"application/problem+json": {"schema": _PROBLEM_REF}}
+# Open Inference Protocol paths answer {"error": ...} as JSON; the shared middleware's 401/413
+# there are problem+json bodies that carry `error` too.
+_V2_ERROR_CONTENT = {
+    "application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}},
+    **_PROBLEM_CONTENT,
+}
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -29,20 +36,19 @@ def install_openapi(app: FastAPI) -> None:
         )
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas["V2Error"] = V2Error.model_json_schema()
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
-        for operations in doc.get("paths", {}).values():
+        for path, operations in doc.get("paths", {}).items():
+            v2 = path == "/v2" or path.startswith("/v2/")
+            content = _V2_ERROR_CONTENT if v2 else _PROBLEM_CONTENT
             for operation in operations.values():
                 responses = operation.setdefault("responses", {})
                 for status, response in responses.items():
                     if status[0] in "45":
-                        response["content"] = _PROBLEM_CONTENT
-                responses.setdefault(
-                    "4XX", {"description": "Client error", "content": _PROBLEM_CONTENT}
-                )
-                responses.setdefault(
-                    "5XX", {"description": "Server error", "content": _PROBLEM_CONTENT}
-                )
+                        response["content"] = content
+                responses.setdefault("4XX", {"description": "Client error", "content": content})
+                responses.setdefault("5XX", {"description": "Server error", "content": content})
         app.openapi_schema = doc
         return doc
 
