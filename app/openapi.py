@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.schemas import Problem
-from app.v2.schemas import V2Error
+from app.v2.schemas import InferenceRequest, V2Error
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _PROBLEM_CONTENT = {"application/problem+json": {"schema": _PROBLEM_REF}}
@@ -37,6 +37,9 @@ def install_openapi(app: FastAPI) -> None:
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas["V2Error"] = V2Error.model_json_schema()
+        request = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(request.pop("$defs", {}))
+        schemas["InferenceRequest"] = request
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
         for path, operations in doc.get("paths", {}).items():

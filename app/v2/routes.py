@@ -29,7 +29,6 @@ from app.registry import ModelEntry, Registry
 from app.routes.common import declared_length, drain
 from app.v2.infer import V2Result, graph_tensors, run_infer
 from app.v2.schemas import (
-    InferenceRequest,
     InferenceResponse,
     Live,
     ModelMetadata,
@@ -211,7 +210,8 @@ _INFER_BODY: dict[str, Any] = {
             "data follows (any Content-Type). gzip/deflate Content-Encoding is accepted."
         ),
         "content": {
-            "application/json": {"schema": InferenceRequest.model_json_schema()},
+            # in components (app.openapi): ReDoc cannot follow a schema's own "$defs"
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
