@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +62,37 @@ def films(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def resumed(films: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """``medserve batch`` over the films as a process (with a stray ``RAY_ADDRESS`` that the
+    embedded Ray must ignore), SIGKILLed once two parts exist, then resumed: (the output, the
+    rows it held after the kill)."""
+    out = tmp_path_factory.mktemp("resumed") / "out.parquet"
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "MEDSERVE_MODEL_DIR": str(MODELS)}
+    cmd = [sys.executable, "-m", "app.cli", "batch", "--model", "pneumonia_xray",
+           "--input", str(films), "--output", str(out), "--batch-size", "4",
+           "--rows-per-part", "10", "--num-cpus", "1", "--workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list(out.glob("part-*.parquet"))) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert list(out.glob("part-*.parquet")), "no part within 60 s"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its embedded Ray, all at once
+        proc.wait(timeout=10)
+    before = len(rows(out))
+    run_batch("--model", "pneumonia_xray", "--input", str(films), "--output", str(out),
+              "--resume", "--batch-size", "16", "--rows-per-part", "64")  # fmt: skip
+    return out, before
+
+
 def check_same(
     http: TestClient, endpoint: str, src: Path, found: dict[str, dict[str, Any]]
 ) -> None:
@@ -103,30 +133,6 @@ def check_same(
             assert row["mask_centroid"] == mask["centroid"]
 
 
-def test_films_and_bad_files_equal_the_upload_answers(
-    films: Path, http: TestClient, tmp_path: Path
-) -> None:
-    out = tmp_path / "out.parquet"
-    run_batch("--model", "pneumonia_xray", "--input", str(films), "--output", str(out),
-              "--batch-size", "16", "--rows-per-part", "64")  # fmt: skip
-    found = rows(out)
-    assert len(found) == 205
-    check_same(http, "/classify/xray", films, found)
-    codes = {i: r["error_code"] for i, r in found.items() if r["error_code"]}
-    assert codes == {
-        "bad/zero.png": "invalid_image",
-        "bad/truncated.png": "invalid_image",
-        "bad/random.bin": "unsupported_media_type",
-        "bad/nopixels.dcm": "invalid_dicom",
-        "bad/empty.zip": "unsupported_media_type",
-    }
-    names = sorted(p.name for p in out.iterdir())
-    assert all(n.startswith(("_", ".")) or n.endswith(".parquet") for n in names)
-    assert not [n for n in names if n.endswith(".tmp")]
-    manifest = json.loads((out / "_medserve_batch.json").read_text())
-    assert manifest["model"]["name"] == "pneumonia_xray"
-
-
 def test_ct_volumes_and_mri_masks_equal_the_upload_answers(
     http: TestClient, tmp_path: Path
 ) -> None:
@@ -149,43 +155,40 @@ def test_ct_volumes_and_mri_masks_equal_the_upload_answers(
     check_same(http, "/segment/mri", mri, {f"{i[4:]}": r for i, r in found.items()})
 
 
-def test_a_folder_with_results_needs_resume_and_the_same_model(films: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    src = tmp_path / "few"
-    shutil.copytree(films / "bad", src)
-    run_batch("--model", "pneumonia_xray", "--input", str(src), "--output", str(out))
-    again = args("--model", "pneumonia_xray", "--input", str(src), "--output", str(out))
-    assert batch.run(again, Settings(model_dir=MODELS)) == 2
-    other = args("--model", "covid_ct", "--input", str(src), "--output", str(out), "--resume")
-    assert batch.run(other, Settings(model_dir=MODELS)) == 2
-
-
-def test_resume_after_sigkill_gives_every_row_once(films: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "MEDSERVE_MODEL_DIR": str(MODELS)}
-    cmd = [sys.executable, "-m", "app.cli", "batch", "--model", "pneumonia_xray",
-           "--input", str(films), "--output", str(out), "--batch-size", "4",
-           "--rows-per-part", "10", "--num-cpus", "1", "--workers", "1"]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(list(out.glob("part-*.parquet"))) >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert list(out.glob("part-*.parquet")), "no part within 60 s"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the run and its embedded Ray, all at once
-        proc.wait(timeout=10)
-    before = len(rows(out))
+def test_resume_after_sigkill_gives_every_row_once(films: Path, resumed: tuple[Path, int]) -> None:
+    out, before = resumed
     assert 0 < before < 205
-    run_batch("--model", "pneumonia_xray", "--input", str(films), "--output", str(out),
-              "--resume", "--batch-size", "16", "--rows-per-part", "100")  # fmt: skip
-    found = rows(out)
+    found = rows(out)  # no id twice
     expected = sorted(p.relative_to(films).as_posix() for p in films.rglob("*") if p.is_file())
     assert sorted(found) == expected
-    assert not list(out.glob(".*.tmp"))
+    names = sorted(p.name for p in out.iterdir())
+    assert all(n.startswith(("_", ".")) or n.endswith(".parquet") for n in names)
+    assert not [n for n in names if n.endswith(".tmp")]
+    manifest = json.loads((out / "_medserve_batch.json").read_text())
+    assert manifest["model"]["name"] == "pneumonia_xray"
+
+
+def test_films_and_bad_files_equal_the_upload_answers(
+    films: Path, http: TestClient, resumed: tuple[Path, int]
+) -> None:
+    found = rows(resumed[0])
+    assert len(found) == 205
+    check_same(http, "/classify/xray", films, found)
+    codes = {i: r["error_code"] for i, r in found.items() if r["error_code"]}
+    assert codes == {
+        "bad/zero.png": "invalid_image",
+        "bad/truncated.png": "invalid_image",
+        "bad/random.bin": "unsupported_media_type",
+        "bad/nopixels.dcm": "invalid_dicom",
+        "bad/empty.zip": "unsupported_media_type",
+    }
+
+
+def test_a_folder_with_results_needs_resume_and_the_same_model(
+    films: Path, resumed: tuple[Path, int]
+) -> None:
+    out = resumed[0]
+    again = args("--model", "pneumonia_xray", "--input", str(films), "--output", str(out))
+    assert batch.run(again, Settings(model_dir=MODELS)) == 2
+    other = args("--model", "covid_ct", "--input", str(films), "--output", str(out), "--resume")
+    assert batch.run(other, Settings(model_dir=MODELS)) == 2
