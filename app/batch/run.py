@@ -1,7 +1,7 @@
 """The Ray Data plan and ``medserve batch``.
 
-Files: ``from_items`` (ids and paths) → ``map_batches(_prepare)`` in tasks (read the bytes,
-decode, warnings, preprocess) → ``map_batches(_Infer)`` in an actor pool
+Files: ``from_items`` (ids and paths) → ``map_batches(_prepare)`` (read the bytes, decode,
+warnings, preprocess; Ray Data fuses it into the actors' processes) → ``map_batches(_Infer)`` in an actor pool
 (``compute=ray.data.ActorPoolStrategy(size=workers)``, one onnxruntime session per actor, one
 ``session.run`` per Ray batch where the graph's batch dimension is free) →
 ``map_batches(_finish)`` in tasks (postprocess, the row) → the driver writes a part every
