@@ -20,7 +20,7 @@ $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.all-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[serve,train,dev]'
+	$(BIN)/pip install --quiet -e '.[serve,train,dev,batch]'
 	@touch $@ $(VENV)/.serve-installed
 
 ## Start the service with the demo models in models/ on HOST:PORT.

@@ -1,4 +1,4 @@
-"""``medserve`` command line: ``medserve serve --host --port``."""
+"""``medserve`` command line: ``medserve serve --host --port``, ``medserve batch ...``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import sys
 
 from pydantic import ValidationError
+
+from app.batch.cli import add_arguments as add_batch_arguments
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -84,9 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("MEDSERVE_WORKERS", "1")))
     serve.add_argument("--model-dir", default=None, help="overrides MEDSERVE_MODEL_DIR")
+    batch = sub.add_parser("batch", help="batch inference over an archive (Ray Data, Parquet)")
+    add_batch_arguments(batch)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "batch":
+        try:
+            from app.batch.run import main as batch_main
+        except ImportError:
+            print("medserve batch needs the batch extra: pip install 'medserve[batch]'")
+            return 2
+        return batch_main(args)
     return 2  # pragma: no cover - argparse enforces the choices
 
 
