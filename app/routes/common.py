@@ -250,6 +250,26 @@ def result_summary(result: Inferred) -> dict[str, Any]:
 async def _audit(
     request: Request, services: Services, entry: ModelEntry, status: str, result: Any
 ) -> None:
+    await audit_request(
+        request,
+        services,
+        entry,
+        status,
+        result.upload_sha256 if result is not None else None,
+        result_summary(result) if result is not None else None,
+    )
+
+
+async def audit_request(
+    request: Request,
+    services: Services,
+    entry: ModelEntry,
+    status: str,
+    upload_sha256: str | None,
+    summary: dict[str, Any] | None,
+) -> None:
+    """The audit row of one HTTP inference (upload or V2); a failed write is logged, and the
+    answer is not withheld for it."""
     state = request.scope.get("state", {})
     try:
         await run_in_threadpool(
@@ -260,8 +280,8 @@ async def _audit(
             model_sha256=entry.sha256,
             request_id=state.get("request_id"),
             key_name=state.get("key_name"),
-            upload_sha256=result.upload_sha256 if result is not None else None,
-            summary=result_summary(result) if result is not None else None,
+            upload_sha256=upload_sha256,
+            summary=summary,
             status=status,
         )
     except Exception as exc:  # the answer is not withheld for a failed audit write; it is logged

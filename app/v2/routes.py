@@ -16,7 +16,6 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -26,7 +25,7 @@ from app import __version__
 from app.deps import RegistryDep, Services, ServicesDep
 from app.errors import BadRequest, MedserveError, ModelNotReady, NotFound, Overloaded
 from app.registry import ModelEntry, Registry
-from app.routes.common import declared_length, drain
+from app.routes.common import audit_request, declared_length, drain
 from app.v2.infer import V2Result, graph_tensors, run_infer
 from app.v2.schemas import (
     InferenceResponse,
@@ -246,22 +245,8 @@ def _audit_summary(result: V2Result | None) -> dict[str, Any] | None:
 async def _audit(
     request: Request, services: Services, entry: ModelEntry, status: str, result: V2Result | None
 ) -> None:
-    state = request.scope.get("state", {})
-    try:
-        await run_in_threadpool(
-            services.store.audit,
-            endpoint=request.url.path,
-            model_name=entry.name,
-            model_version=entry.version,
-            model_sha256=entry.sha256,
-            request_id=state.get("request_id"),
-            key_name=state.get("key_name"),
-            upload_sha256=result.input_sha256 if result is not None else None,
-            summary=_audit_summary(result),
-            status=status,
-        )
-    except Exception as exc:  # the answer is not withheld for a failed audit write; it is logged
-        log.error("audit write failed", extra={"event": "audit", "error": type(exc).__name__})
+    upload = result.input_sha256 if result is not None else None
+    await audit_request(request, services, entry, status, upload, _audit_summary(result))
 
 
 async def _infer(request: Request, services: Services, name: str, version: str | None) -> Response:
