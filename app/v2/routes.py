@@ -8,7 +8,6 @@ through the shared limiter and leaves an audit row like the upload endpoints.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -36,8 +35,6 @@ from app.v2.schemas import (
     ServerMetadata,
     V2Error,
 )
-
-log = logging.getLogger("medserve.audit")
 
 PLATFORM = "onnxruntime_onnx"  # Triton's name for an ONNX model run by onnxruntime
 EXTENSIONS = ["binary_tensor_data", "parameters"]
