@@ -130,6 +130,20 @@ class Failed(Exception):
     """A check failed: the message says which and why."""
 
 
+# Every image is built in Docker format (podman's OCI format drops HEALTHCHECK), with host
+# networking for the package installs, from the local base.
+PODMAN_BUILD = [
+    "podman",
+    "build",
+    "--format",
+    "docker",
+    "--network",
+    "host",
+    "--build-arg",
+    f"BASE_IMAGE={BASE_IMAGE}",
+]
+
+
 def say(msg: str) -> None:
     print(f"container-test: {msg}", flush=True)
 
@@ -194,17 +208,7 @@ def build() -> None:
         "created": created or "unknown",
         "base.name": BASE_IMAGE,
     }
-    common = [
-        "podman",
-        "build",
-        "--format",
-        "docker",
-        "--network",
-        "host",
-        "--build-arg",
-        f"BASE_IMAGE={BASE_IMAGE}",
-        *pip_build_args(),
-    ]
+    common = [*PODMAN_BUILD, *pip_build_args()]
     for key, value in labels.items():
         # The Dockerfile's ARGs for these (what `docker build --build-arg` sets) and, because
         # podman 4.3's layer cache ignores build-arg values, the labels themselves too.
@@ -225,19 +229,7 @@ def build() -> None:
     # Dockerfile and context, as compose builds it), from the same base.
     t0 = time.monotonic()
     say(f"building {ORTHANC} (deploy/orthanc, base {BASE_IMAGE})")
-    cmd = [
-        "podman",
-        "build",
-        "--format",
-        "docker",
-        "--network",
-        "host",
-        "--build-arg",
-        f"BASE_IMAGE={BASE_IMAGE}",
-        "-t",
-        ORTHANC,
-        str(ROOT / "deploy" / "orthanc"),
-    ]
+    cmd = [*PODMAN_BUILD, "-t", ORTHANC, str(ROOT / "deploy" / "orthanc")]
     done = run(cmd, check=False, timeout=BUILD_WITHIN_S)
     if done.returncode != 0:
         log = (done.stdout + done.stderr).strip().splitlines()
