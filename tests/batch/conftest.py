@@ -57,26 +57,15 @@ def write_films(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 def write_bad(folder: Path) -> list[Path]:
     """Zero bytes, a truncated PNG, random bytes, a DICOM without pixel data, a zip."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from tests.data.bad.make_corpus import dicom_slice
 
     folder.mkdir(parents=True, exist_ok=True)
     good = film(np.random.default_rng(9), 64, 64)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    dicom = io.BytesIO()
-    ds.save_as(dicom, enforce_file_format=True)
     files = {
         "zero.png": b"",
         "truncated.png": good[: len(good) // 3],
         "random.bin": np.random.default_rng(3).bytes(4096),
-        "nopixels.dcm": dicom.getvalue(),
+        "nopixels.dcm": dicom_slice(pixels=False),
         "empty.zip": b"PK\x05\x06" + b"\x00" * 18,
     }
     paths = []
