@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from app import __version__
 from app.config import Settings, get_settings
+from app.endpoints import ENDPOINTS, Endpoint, check_table
 from app.errors import MedserveError
 from app.limiter import InferenceLimiter
 from app.logs import configure_logging
@@ -75,9 +76,16 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return problem_response("validation_error", "; ".join(problems)[:1000] or None)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the ASGI app. The registry is built in the lifespan, once per process."""
+def create_app(
+    settings: Settings | None = None, endpoints: Sequence[Endpoint] = ENDPOINTS
+) -> FastAPI:
+    """Build the ASGI app. The registry is built in the lifespan, once per process.
+
+    ``endpoints`` is the upload endpoint table (app/endpoints.py); the routes and the registry's
+    readiness both come from it.
+    """
     settings = settings or get_settings()
+    check_table(endpoints)
     configure_logging(settings.log_level)
     metrics = Metrics()
 
@@ -86,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(settings.sqlalchemy_url)
         store.migrate()
         app.state.store = store
-        registry = build_registry(settings)
+        registry = build_registry(settings, endpoints)
         app.state.registry = registry
         for name, entry in registry.models.items():
             metrics.model_ready.labels(model=name).set(1 if entry.ready else 0)
@@ -129,8 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (
         health.router,
         models.router,
-        classify.router,
-        segment.router,
+        classify.build_router(endpoints),
+        segment.build_router(endpoints),
         studies.router,
         audit.router,
         page.router,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.endpoints import ENDPOINTS, Endpoint, card_disagreement
 from app.errors import ModelNotReady, NotFound
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
 
@@ -109,7 +111,9 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     return opts
 
 
-def load_entry(name: str, path: Path, settings: Settings) -> ModelEntry:
+def load_entry(
+    name: str, path: Path, settings: Settings, table: Sequence[Endpoint] = ENDPOINTS
+) -> ModelEntry:
     """Verify and load one version folder; never raises, records the reason instead."""
     entry = ModelEntry(name=name, version=path.name, path=path)
     try:
@@ -129,6 +133,10 @@ def load_entry(name: str, path: Path, settings: Settings) -> ModelEntry:
         entry.reason = "card name/version do not match the folder"
         return entry
     entry.card = card
+    disagreement = card_disagreement(name, card.task, card.endpoint, table)
+    if disagreement:
+        entry.reason = disagreement
+        return entry
 
     model_bytes = b""
     for fname, digest in card.files.items():
@@ -182,8 +190,8 @@ def load_entry(name: str, path: Path, settings: Settings) -> ModelEntry:
     return entry
 
 
-def build_registry(settings: Settings) -> Registry:
-    """Discover and load every model under ``settings.model_dir``."""
+def build_registry(settings: Settings, table: Sequence[Endpoint] = ENDPOINTS) -> Registry:
+    """Discover and load every model under ``settings.model_dir``, checked against ``table``."""
     registry = Registry()
     root = settings.model_dir
     if not root.is_dir():
@@ -195,7 +203,7 @@ def build_registry(settings: Settings) -> Registry:
         if version is None:
             entry = ModelEntry(name=name, version=None, path=None, reason=reason)
         else:
-            entry = load_entry(name, model_dir / version, settings)
+            entry = load_entry(name, model_dir / version, settings, table)
         registry.models[name] = entry
         log.info(
             "model ready" if entry.ready else "model not ready",

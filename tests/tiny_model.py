@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from app.endpoints import for_model
 from app.imaging.card import SelfTest, sha256_file
 
 SIZE = 8
@@ -73,6 +74,12 @@ TINY_DICOM: dict[str, Any] = {
 }
 
 
+def _table_path(name: str) -> str | None:
+    """The endpoint table's path for ``name``; None (served by /v2 only) for other names."""
+    row = for_model(name)
+    return row.path if row else None
+
+
 def tiny_card(
     name: str,
     version: str,
@@ -88,7 +95,7 @@ def tiny_card(
         "version": version,
         "task": "binary_classification",
         "modality": "XR",
-        "endpoint": "/classify/xray",
+        "endpoint": _table_path(name),
         "input": {
             "layout": "NHWC",
             "shape": [None, SIZE, SIZE, 1],
@@ -148,7 +155,6 @@ def write_tiny_model(
         tiny_segmenter_onnx(folder / "model.onnx")
         overrides = {
             "task": "binary_segmentation",
-            "endpoint": "/segment/mri",
             "modality": "MR",
             "output": {"labels": ["NO_LESION", "LESION"], "activation": "sigmoid"},
             "pixel_threshold": 0.5,
@@ -186,7 +192,6 @@ def write_tiny_volume_classifier(
     path.write_bytes(model.SerializeToString())
     card = tiny_card(name, version, path, input_shape=(1, 4, 4, 4, 1))
     card.update(
-        endpoint="/classify/ct",
         modality="CT",
         output={"labels": ["NEGATIVE", "COVID19"], "activation": "logit"},
         input={
@@ -209,7 +214,5 @@ def write_tiny_suite(root: Path) -> Path:
     write_tiny_model(root, name="pneumonia_xray")
     write_tiny_volume_classifier(root, name="covid_ct")
     write_tiny_model(root, name="brain_tumor_mri", segmenter=True)
-    write_tiny_model(
-        root, name="phantom_tumor_xray", segmenter=True, endpoint="/segment/xray", modality="XR"
-    )
+    write_tiny_model(root, name="phantom_tumor_xray", segmenter=True, modality="XR")
     return root

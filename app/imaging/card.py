@@ -221,7 +221,9 @@ class ModelCard(_Strict):
     version: str
     task: Literal["binary_classification", "binary_segmentation"]
     modality: str
-    endpoint: str
+    endpoint: str | None = Field(
+        None, description="The upload path serving the model (app/endpoints.py); null: /v2 only"
+    )
     input: InputSpec
     output: OutputSpec
     calibration: Calibration

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.deps import ServicesDep
+from app.endpoints import Endpoint, of_task
 from app.imaging.limits import DecodeLimits
 from app.pipeline import Classified, classify
 from app.routes.common import (
@@ -25,8 +28,6 @@ from app.routes.common import (
 )
 from app.schemas import ClassificationResponse, Timing
 
-router = APIRouter(tags=["classification"])
-
 _OFFERS = (JSON, DICOM)
 _RESPONSES = {
     200: {
@@ -40,7 +41,7 @@ _RESPONSES = {
 }
 
 
-def _add_classifier(path: str, model: str, description: str) -> None:
+def _add_classifier(router: APIRouter, path: str, model: str, description: str) -> None:
     """Register ``POST path`` serving the classifier ``model``."""
 
     async def endpoint(
@@ -78,13 +79,9 @@ def _add_classifier(path: str, model: str, description: str) -> None:
     )
 
 
-_add_classifier(
-    "/classify/xray",
-    "pneumonia_xray",
-    "Pneumonia from a chest X-ray (PNG, JPEG, TIFF 8/16-bit, DICOM CR/DX).",
-)
-_add_classifier(
-    "/classify/ct",
-    "covid_ct",
-    "COVID-19 from a chest CT volume (NIfTI, zipped DICOM series, DICOM slices, multi-frame).",
-)
+def build_router(table: Sequence[Endpoint]) -> APIRouter:
+    """The classification rows of the endpoint table, one POST route each."""
+    router = APIRouter(tags=["classification"])
+    for row in of_task("binary_classification", table):
+        _add_classifier(router, row.path, row.model, row.description)
+    return router

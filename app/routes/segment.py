@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.deps import ServicesDep
+from app.endpoints import Endpoint, of_task
 from app.imaging.limits import DecodeLimits
 from app.pipeline import Segmented, segment
 from app.registry import ModelEntry
@@ -29,8 +31,6 @@ from app.routes.common import (
     warnings_out,
 )
 from app.schemas import RLE, MaskOut, SegmentationResponse, Timing
-
-router = APIRouter(tags=["segmentation"])
 
 MaskFormat = Literal["rle", "png", "both", "none"]
 _ENCODINGS: dict[str, frozenset[str]] = {
@@ -87,7 +87,7 @@ OverlayQuery = Annotated[
 ]
 
 
-def _add_segmenter(path: str, model: str, description: str) -> None:
+def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -> None:
     """Register ``POST path`` serving the segmenter ``model``."""
 
     async def endpoint(
@@ -137,13 +137,9 @@ def _add_segmenter(path: str, model: str, description: str) -> None:
     )
 
 
-_add_segmenter(
-    "/segment/mri",
-    "brain_tumor_mri",
-    "Brain-tumour (FLAIR abnormality) mask on one MRI slice: PNG, TIFF, JPEG, DICOM MR.",
-)
-_add_segmenter(
-    "/segment/xray",
-    "phantom_tumor_xray",
-    "Tumour mask and centroid on a 16-bit X-ray of a phantom: 16-bit PNG/TIFF, DICOM.",
-)
+def build_router(table: Sequence[Endpoint]) -> APIRouter:
+    """The segmentation rows of the endpoint table, one POST route each."""
+    router = APIRouter(tags=["segmentation"])
+    for row in of_task("binary_segmentation", table):
+        _add_segmenter(router, row.path, row.model, row.description)
+    return router
