@@ -107,3 +107,9 @@ def test_the_table_refuses_a_path_or_a_model_twice() -> None:
     check_table(ENDPOINTS)
     assert for_path(first.path) is first
     assert card_disagreement(first.model, first.task, first.path) is None
+
+
+def test_the_black_box_suite_states_the_same_table() -> None:
+    from tests.integration.service import ENDPOINTS as CONTRACT
+
+    assert {row.model: row.path for row in ENDPOINTS} == CONTRACT

@@ -27,7 +27,9 @@ MiB = 1024 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 256 * MiB  # the service's default (docs/api.md, README)
 START_TIMEOUT_S = 60.0
 
-# The contract's table: model name -> endpoint (shared/api-contract.md).
+# The contract's table: model name -> endpoint (shared/api-contract.md). This black-box suite
+# runs in its own image without the app package, so it states the contract itself; a test in
+# tests/app/test_endpoints.py checks it equals app/endpoints.py.
 ENDPOINTS = {
     "pneumonia_xray": "/classify/xray",
     "covid_ct": "/classify/ct",

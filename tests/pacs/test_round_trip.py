@@ -24,6 +24,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from app.endpoints import for_model
 from tests.app.test_dicom_results import (
     CR_STORAGE,
     DX_STORAGE,
@@ -227,12 +228,9 @@ def test_a_c_stored_study_gets_its_seg_and_sr_back(tmp_path: Path) -> None:
             ds = pydicom.dcmread(io.BytesIO(data))
             assert ds.StudyInstanceUID == study and ds.PatientName == PATIENT
             paths = files[kind_of[series]]
-            endpoint = {
-                "covid_ct": "/classify/ct",
-                "pneumonia_xray": "/classify/xray",
-                "brain_tumor_mri": "/segment/mri",
-                "phantom_tumor_xray": "/segment/xray",
-            }[model]
+            row = for_model(model)
+            assert row is not None
+            endpoint = row.path
             multipart = [("file", (p.name, p.read_bytes(), "application/dicom")) for p in paths]
             answer = httpx.post(
                 f"{loop.url}{endpoint}", files=multipart, headers=ADMIN, timeout=60
