@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import sys
 import time
@@ -36,28 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app.imaging.explain import OcclusionGrid, heat_map  # noqa: E402
-from tests.explain.lesion import lesion_film  # noqa: E402
+from tests.explain.lesion import answer_grid, film_png, lesion_film, pointing  # noqa: E402
 
 EXPLAIN = {"explain": "occlusion"}
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _grid(explanation: dict[str, Any], shape: tuple[int, int]) -> tuple[OcclusionGrid, np.ndarray]:
-    drops = np.asarray(explanation["grid"], dtype=np.float64)
-    grid = OcclusionGrid(shape, explanation["patch"], explanation["stride"], *drops.shape)
-    return grid, drops
 
 
 def film_case(k: int, seed: int) -> dict[str, Any]:
@@ -79,16 +64,12 @@ def check_films(client: Any, n: int, seed: int) -> dict[str, Any]:
         params = film_case(k, seed)
         film = lesion_film(**params)
         t = time.perf_counter()
-        r = client.post("/classify/xray", content=_png(film.pixels), params=EXPLAIN)
+        r = client.post("/classify/xray", content=film_png(film.pixels), params=EXPLAIN)
         seconds.append(time.perf_counter() - t)
         r.raise_for_status()
         body = r.json()
-        grid, drops = _grid(body["explanation"], film.pixels.shape)
-        i, j = np.unravel_index(int(np.argmax(drops)), drops.shape)
-        r0, r1, c0, c1 = grid.region(int(i), int(j))
-        heat = heat_map(drops, grid)
-        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        ly, lx = np.nonzero(film.lesion)
+        drops = np.asarray(body["explanation"]["grid"])
+        points = pointing(film, body["explanation"])
         cases.append(
             {
                 "seed": params["seed"],
@@ -96,12 +77,12 @@ def check_films(client: Any, n: int, seed: int) -> dict[str, Any]:
                 "probability": body["probability"],
                 "positive": body["positive"],
                 "grid": list(drops.shape),
-                "patch": grid.patch,
+                "patch": body["explanation"]["patch"],
                 "max_drop": round(float(drops.max()), 4),
-                "cell": bool(film.lesion[r0:r1, c0:c1].any()),
-                "side_ok": ((c0 + c1) / 2 >= film.pixels.shape[1] / 2) == (film.side == 1),
-                "peak_px_from_lesion": round(float(np.min(np.hypot(ly - y, lx - x))), 1),
-                "stride": grid.stride,
+                "cell": points.cell,
+                "side_ok": points.side,
+                "peak_px_from_lesion": round(points.peak_distance, 1),
+                "stride": points.stride,
             }
         )
     called = [c for c in cases if c["positive"]]
@@ -135,8 +116,8 @@ def check_ct(client: Any, n: int, seed: int) -> dict[str, Any]:
         seconds.append(time.perf_counter() - t)
         r.raise_for_status()
         body = r.json()
-        affected = study.affected.any(axis=0)
-        grid, drops = _grid(body["explanation"], affected.shape)
+        affected = np.asarray(study.affected.any(axis=0))
+        grid, drops = answer_grid(body["explanation"], affected.shape)
         i, j = np.unravel_index(int(np.argmax(drops)), drops.shape)
         r0, r1, c0, c1 = grid.region(int(i), int(j))
         covering = [
@@ -169,6 +150,13 @@ def check_ct(client: Any, n: int, seed: int) -> dict[str, Any]:
     }
 
 
+def checks(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"films": check_films(client, args.n, args.seed)}
+    if args.ct:
+        out["ct"] = check_ct(client, args.ct, args.ct_seed)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=24, help="chest films")
@@ -184,9 +172,7 @@ def main() -> None:
 
         headers = {"X-API-Key": args.api_key} if args.api_key else {}
         with httpx.Client(base_url=args.url, headers=headers, timeout=120) as client:
-            out = {"films": check_films(client, args.n, args.seed)}
-            if args.ct:
-                out["ct"] = check_ct(client, args.ct, args.ct_seed)
+            out = checks(client, args)
     else:
         from fastapi.testclient import TestClient
 
@@ -196,10 +182,7 @@ def main() -> None:
         extra = {} if args.budget_ms is None else {"explain_budget_ms": args.budget_ms}
         settings = Settings(model_dir=ROOT / "models", **extra)
         with TestClient(create_app(settings)) as client:
-            out = {"films": check_films(client, args.n, args.seed)}
-            if args.ct:
-                out["ct"] = check_ct(client, args.ct, args.ct_seed)
-            out["budget_ms"] = settings.explain_budget_ms
+            out = {**checks(client, args), "budget_ms": settings.explain_budget_ms}
     print(json.dumps(out, indent=2))
 
 

@@ -22,9 +22,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from app.config import Settings
-from app.imaging.explain import LADDER, OcclusionGrid, choose_grid, grid_for, heat_map
+from app.imaging.explain import LADDER, choose_grid, grid_for
 from app.main import create_app
-from tests.explain.lesion import LesionFilm, lesion_film
+from tests.explain.lesion import LesionFilm, answer_grid, film_png, lesion_film, pointing
 from training.synthetic import covid_ct as synth_ct
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -46,25 +46,14 @@ def tiny() -> Iterator[TestClient]:
         yield c
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
 
 
-def _grid(explanation: dict[str, Any], shape: tuple[int, int]) -> tuple[OcclusionGrid, np.ndarray]:
-    drops = np.asarray(explanation["grid"], dtype=np.float64)
-    return OcclusionGrid(shape, explanation["patch"], explanation["stride"], *drops.shape), drops
-
-
 # The lesion's side, height and position across the lung differ between the two films.
-FILMS = {
+FILMS: dict[str, dict[str, Any]] = {
     "right_lung": {"seed": 32, "side": 0, "along": 0.55, "across": 0.0, "sigma": 0.11},
     "left_lung": {"seed": 34, "side": 1, "along": 0.65, "across": 0.3, "sigma": 0.1},
 }
@@ -72,7 +61,7 @@ FILMS = {
 
 @pytest.fixture(scope="module")
 def films() -> dict[str, LesionFilm]:
-    return {name: lesion_film(**params) for name, params in FILMS.items()}  # type: ignore[arg-type]
+    return {name: lesion_film(**params) for name, params in FILMS.items()}
 
 
 # --------------------------------------------------------------------------- the grid
@@ -123,24 +112,19 @@ def test_the_maximum_of_the_occlusion_map_lies_on_the_lesion(
     fine: TestClient, films: dict[str, LesionFilm], name: str
 ) -> None:
     film = films[name]
-    clear = fine.post("/classify/xray", content=_png(film.clear)).json()
-    r = fine.post("/classify/xray", content=_png(film.pixels), params=EXPLAIN)
+    clear = fine.post("/classify/xray", content=film_png(film.clear)).json()
+    r = fine.post("/classify/xray", content=film_png(film.pixels), params=EXPLAIN)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["positive"] and not clear["positive"], (body["probability"], clear["probability"])
     explanation = body["explanation"]
     assert explanation["method"] == "occlusion"
-    grid, drops = _grid(explanation, film.pixels.shape)
+    grid, drops = answer_grid(explanation, film.pixels.shape)
     assert grid == grid_for(film.pixels.shape, LADDER[0])
-    i, j = np.unravel_index(int(np.argmax(drops)), drops.shape)
-    r0, r1, c0, c1 = grid.region(int(i), int(j))
-    assert film.lesion[r0:r1, c0:c1].any(), (name, (r0, r1, c0, c1))
-    assert ((c0 + c1) / 2 >= film.pixels.shape[1] / 2) == (film.side == 1)
+    points = pointing(film, explanation)
+    assert points.cell and points.side, points
     # the heat map's peak (mean drop of the cells over each pixel) is within a stride of it
-    heat = heat_map(drops, grid)
-    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    ly, lx = np.nonzero(film.lesion)
-    assert np.min(np.hypot(ly - y, lx - x)) <= grid.stride
+    assert points.peak_distance <= points.stride, points
     assert drops.max() > 0.2  # masking the lesion changes the answer, not only its last digits
     overlay = _image(base64.b64decode(explanation["png_base64"]))
     assert overlay.mode == "RGB" and overlay.size == (film.pixels.shape[1], film.pixels.shape[0])
@@ -149,7 +133,7 @@ def test_the_maximum_of_the_occlusion_map_lies_on_the_lesion(
 def test_the_map_is_deterministic_and_the_png_answer_is_its_overlay(
     fine: TestClient, films: dict[str, LesionFilm]
 ) -> None:
-    data = _png(films["left_lung"].pixels)
+    data = film_png(films["left_lung"].pixels)
     first = fine.post("/classify/xray", content=data, params=EXPLAIN).json()
     second = fine.post("/classify/xray", content=data, params=EXPLAIN).json()
     assert first["explanation"] == second["explanation"]
@@ -165,22 +149,20 @@ def test_a_tiny_budget_gets_the_coarsest_grid_and_the_same_answer(
     tiny: TestClient, films: dict[str, LesionFilm]
 ) -> None:
     film = films["right_lung"]
-    data = _png(film.pixels)
+    data = film_png(film.pixels)
     plain = tiny.post("/classify/xray", content=data).json()
     r = tiny.post("/classify/xray", content=data, params=EXPLAIN)
     assert r.status_code == 200, r.text
     body = r.json()
-    grid, drops = _grid(body["explanation"], film.pixels.shape)
+    grid, drops = answer_grid(body["explanation"], film.pixels.shape)
     assert grid == grid_for(film.pixels.shape, LADDER[-1])
     assert np.isfinite(drops).all() and drops.shape == (grid.rows, grid.cols)
     assert body["probability"] == plain["probability"] and body["label"] == plain["label"]
-    i, j = np.unravel_index(int(np.argmax(drops)), drops.shape)
-    _, _, c0, c1 = grid.region(int(i), int(j))
-    assert ((c0 + c1) / 2 >= film.pixels.shape[1] / 2) == (film.side == 1)
+    assert pointing(film, body["explanation"]).side
 
 
 def test_image_png_needs_explain_on_a_classifier(tiny: TestClient) -> None:
-    data = _png(np.full((64, 80), 90, np.uint8))
+    data = film_png(np.full((64, 80), 90, np.uint8))
     r = tiny.post("/classify/xray", content=data, headers=PNG_ACCEPT)
     assert r.status_code == 406 and r.json()["code"] == "not_acceptable"
     assert r.headers["content-type"].startswith("application/problem+json")
@@ -202,7 +184,7 @@ def test_a_ct_volume_gets_a_grid_over_its_plane(tiny: TestClient) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     _, rows, cols = body["input"]["shape"]
-    grid, drops = _grid(body["explanation"], (rows, cols))
+    grid, drops = answer_grid(body["explanation"], (rows, cols))
     assert grid == grid_for((rows, cols), LADDER[-1])
     assert np.isfinite(drops).all() and (np.abs(drops) <= 1).all()
     overlay = _image(base64.b64decode(body["explanation"]["png_base64"]))
@@ -252,7 +234,7 @@ def test_a_bad_explain_value_is_a_422_problem(tiny: TestClient, path: str) -> No
 
 
 def test_an_answer_without_explain_has_no_explanation(tiny: TestClient) -> None:
-    body = tiny.post("/classify/xray", content=_png(np.full((50, 60), 80, np.uint8))).json()
+    body = tiny.post("/classify/xray", content=film_png(np.full((50, 60), 80, np.uint8))).json()
     assert "explanation" not in body and "explain" not in body["timing_ms"]
     body = tiny.post("/segment/mri", content=_mr_small()).json()
     assert "explanation" not in body and "explain" not in body["timing_ms"]
