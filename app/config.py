@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         4096, ge=1, description="Open connections (and tasks) before uvicorn answers 503"
     )
+    explain_budget_ms: float = Field(
+        2000.0,
+        gt=0,
+        description=(
+            "Time an explain=occlusion answer may spend on forward passes: the occlusion grid "
+            "is the finest whose passes fit, at the latency measured when the model loaded"
+        ),
+    )
+    explain_batch: int = Field(
+        8, ge=1, description="Occluded inputs per session.run when explaining (batch size)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("api_keys", "admin_keys", mode="before")

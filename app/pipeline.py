@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from app import dicom_out
 from app.imaging.conformance import conformance_warnings
 from app.imaging.encode import mask_png, overlay_png, rle_encode
+from app.imaging.explain import Explanation, occlusion, probability_explanation
 from app.imaging.limits import DecodeLimits
 from app.imaging.postprocess import (
     Decision,
@@ -62,6 +63,7 @@ class Classified:
     warnings: list[dict[str, str]]
     timing_ms: dict[str, float]
     dicom: list[bytes] = field(default_factory=list)
+    explanation: Explanation | None = None
 
 
 def upload_sha256(parts: Sequence[bytes]) -> str:
@@ -87,8 +89,9 @@ def _run(
     metrics: Metrics,
     timer: Timer,
     dicom: bool,
-) -> tuple[Image2D | Volume, np.ndarray]:
-    """decode → preprocess → session.run, each stage timed; the input and the raw output.
+) -> tuple[Image2D | Volume, np.ndarray, np.ndarray]:
+    """decode → preprocess → session.run, each stage timed; the input, the model-input batch
+    and the raw output.
 
     With ``dicom`` (a DICOM result is wanted) the card's codes and a DICOM upload are checked
     before any work is spent on the model (406 otherwise)."""
@@ -105,7 +108,7 @@ def _run(
     output = entry.run(batch)
     timer.lap("inference")
     metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
-    return item, output
+    return item, batch, output
 
 
 def classify(
@@ -115,23 +118,65 @@ def classify(
     limits: DecodeLimits,
     metrics: Metrics,
     dicom: bool = False,
+    explain_budget_ms: float | None = None,
 ) -> Classified:
     """One classification request, stage by stage, with timings; with ``dicom`` also the
-    decision as an SR (Part 10 bytes)."""
+    decision as an SR (Part 10 bytes); with ``explain_budget_ms`` an occlusion map computed
+    within that budget."""
     card = entry.card
     assert card is not None
     timer = Timer()
-    item, output = _run(entry, parts, limits, metrics, timer, dicom)
+    item, batch, output = _run(entry, parts, limits, metrics, timer, dicom)
     decision = decide(classification_logit(output, card), card, operating_point)
     warnings = conformance_warnings(item, card)
     timer.lap("postprocess")
+    explanation = None
+    if explain_budget_ms is not None:
+        explanation = _occlusion(entry, item, batch, decision, explain_budget_ms)
+        timer.lap("explain")
     objects = []
     if dicom:
         sources = dicom_out.require_source(item).datasets
         report = dicom_out.classification_report(sources, card, decision, warnings)
         objects.append(dicom_out.encode(report))
         timer.lap("dicom_out")
-    return Classified(item, upload_sha256(parts), decision, warnings, timer.total(), objects)
+    return Classified(
+        item, upload_sha256(parts), decision, warnings, timer.total(), objects, explanation
+    )
+
+
+def _display_plane(item: Image2D | Volume, channel_index: int | None) -> np.ndarray:
+    """What an explanation is drawn over: the image's model channel, or a volume's middle
+    slice; (H, W) float32."""
+    if isinstance(item, Volume):
+        middle: np.ndarray = item.voxels[item.shape[0] // 2]
+        return middle
+    return select_channel(item.pixels, channel_index)
+
+
+def _occlusion(
+    entry: ModelEntry,
+    item: Image2D | Volume,
+    batch: np.ndarray,
+    decision: Decision,
+    budget_ms: float,
+) -> Explanation:
+    """The occlusion map of one classification (the grid chosen from the budget and the
+    latency measured at load)."""
+    card = entry.card
+    assert card is not None
+    plane = _display_plane(item, card.input.preprocessing.channel_index)
+    return occlusion(
+        entry.run,
+        batch,
+        card.input.layout,
+        plane,
+        card,
+        decision.probability,
+        entry.explain_ms_per_item,
+        entry.explain_batch,
+        budget_ms,
+    )
 
 
 @dataclass
@@ -144,6 +189,7 @@ class Segmented:
     warnings: list[dict[str, str]]
     timing_ms: dict[str, float]
     dicom: list[bytes] = field(default_factory=list)
+    explanation: Explanation | None = None
 
 
 def segment(
@@ -154,14 +200,16 @@ def segment(
     limits: DecodeLimits,
     metrics: Metrics,
     dicom: frozenset[str] = frozenset(),
+    explain: bool = False,
 ) -> Segmented:
     """One segmentation request: the mask at the input's resolution plus the encodings asked
     for (any of ``rle``, ``png``, ``png_bytes``, ``overlay_bytes``), and the DICOM results in
-    ``dicom`` (``seg``, and ``sr`` for an SR referencing the SEG) as Part 10 bytes."""
+    ``dicom`` (``seg``, and ``sr`` for an SR referencing the SEG) as Part 10 bytes; with
+    ``explain`` the probability map drawn over the input as the explanation."""
     card = entry.card
     assert card is not None and card.pixel_threshold is not None
     timer = Timer()
-    item, output = _run(entry, parts, limits, metrics, timer, bool(dicom))
+    item, _, output = _run(entry, parts, limits, metrics, timer, bool(dicom))
     assert isinstance(item, Image2D)
     probs = probability_map(output, card)
     decision = decide(lesion_logit(probs), card, operating_point)
@@ -178,6 +226,11 @@ def segment(
         encoded["overlay_bytes"] = overlay_png(plane, summary.mask)
     warnings = conformance_warnings(item, card)
     timer.lap("postprocess")
+    explanation = None
+    if explain:
+        plane = _display_plane(item, card.input.preprocessing.channel_index)
+        explanation = probability_explanation(plane, probs)
+        timer.lap("explain")
     objects = []
     if dicom:
         sources = dicom_out.require_source(item).datasets
@@ -190,7 +243,15 @@ def segment(
             objects.append(dicom_out.encode(report))
         timer.lap("dicom_out")
     return Segmented(
-        item, upload_sha256(parts), decision, summary, encoded, warnings, timer.total(), objects
+        item,
+        upload_sha256(parts),
+        decision,
+        summary,
+        encoded,
+        warnings,
+        timer.total(),
+        objects,
+        explanation,
     )
 
 

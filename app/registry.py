@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class ModelEntry:
     input_name: str | None = None
     ready: bool = False
     reason: str | None = None
+    explain_batch: int = 1  # occluded inputs per session.run (the graph's batch size if fixed)
+    explain_ms_per_item: float = 0.0  # measured at load, per input of a batch that size
 
     @property
     def sha256(self) -> str | None:
@@ -187,7 +190,30 @@ def load_entry(
     entry.session = session
     entry.input_name = input_name
     entry.ready = True
+    if card.task == "binary_classification":
+        measure_explain_latency(entry, graph_shape[0], settings.explain_batch)
     return entry
+
+
+def measure_explain_latency(entry: ModelEntry, graph_batch: object, batch: int) -> None:
+    """Time one ``session.run`` of a batch of ``batch`` self-test inputs (the graph's own batch
+    size where it is fixed; one by one if a batch fails) and store the per-input milliseconds
+    on the entry: the occlusion grid of an explanation is chosen from it, once per process,
+    so the same input always gets the same grid. The self-test run has warmed the session."""
+    assert entry.card is not None and entry.session is not None and entry.input_name
+    one = entry.card.self_test.make_input(
+        [1, *(1 if s is None else s for s in entry.card.input.shape[1:])]
+    )
+    sizes = [graph_batch] if isinstance(graph_batch, int) and graph_batch > 0 else [batch, 1]
+    for size in sizes:
+        start = time.perf_counter()
+        try:
+            entry.session.run(None, {entry.input_name: np.repeat(one, size, axis=0)})
+        except Exception:  # a graph whose batch axis is not really free: explain one by one
+            continue
+        entry.explain_ms_per_item = (time.perf_counter() - start) * 1000 / size
+        entry.explain_batch = size
+        return
 
 
 def build_registry(settings: Settings, table: Sequence[Endpoint] = ENDPOINTS) -> Registry:

@@ -86,6 +86,7 @@ class Timing(BaseModel):
     preprocess: float
     inference: float
     postprocess: float
+    explain: float | None = Field(None, description="Only with explain=occlusion")
     total: float
 
 
@@ -104,8 +105,35 @@ class Prediction(BaseModel):
     timing_ms: Timing
 
 
+class ExplanationOut(BaseModel):
+    """Why the model decided: an occlusion-sensitivity map (classifiers) or the pixel
+    probability map (segmenters), with a heat-map overlay of the input."""
+
+    method: Literal["occlusion", "probability_map"] = Field(
+        description=(
+            "occlusion: the drop of the calibrated probability when a patch is masked; "
+            "probability_map: a segmenter's own pixel probabilities"
+        )
+    )
+    patch: int | None = Field(description="Side of the square patch in input pixels (occlusion)")
+    stride: int | None = Field(description="Step between patches in input pixels (occlusion)")
+    grid: list[list[float]] | None = Field(
+        description=(
+            "rows x columns of probability drops: grid[i][j] is the drop when the input region "
+            "starting at (i*stride, j*stride) (row, column) is masked; negative where masking "
+            "raised it (occlusion only; for a volume the region is a column through every slice)"
+        )
+    )
+    png_base64: str = Field(
+        description=(
+            "RGB PNG at the input's rows x columns: the input (a volume's middle slice) in gray "
+            "with the map over it, red where it supports the positive label, blue against"
+        )
+    )
+
+
 class ClassificationResponse(Prediction):
-    pass
+    explanation: ExplanationOut | None = Field(None, description="Only with explain=occlusion")
 
 
 class RLE(BaseModel):
@@ -128,6 +156,9 @@ class MaskOut(BaseModel):
 
 class SegmentationResponse(Prediction):
     mask: MaskOut
+    explanation: ExplanationOut | None = Field(
+        None, description="Only with explain=occlusion: the probability map"
+    )
 
 
 class JobCreated(BaseModel):

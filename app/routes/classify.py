@@ -15,26 +15,33 @@ from app.routes.common import (
     DICOM,
     ERROR_RESPONSES,
     JSON,
+    PNG,
     UPLOAD_BODY,
+    ExplainQuery,
     OperatingPointQuery,
     accept,
     decision_fields,
+    decision_headers,
     dicom_response,
+    explanation_out,
     infer,
     input_info,
     model_ref,
     negotiate,
+    prediction_json,
     warnings_out,
 )
 from app.schemas import ClassificationResponse, Timing
 
 _OFFERS = (JSON, DICOM)
+_EXPLAIN_OFFERS = (JSON, DICOM, PNG)
 _RESPONSES = {
     200: {
-        "content": {DICOM: {}},
+        "content": {DICOM: {}, PNG: {}},
         "description": (
             "JSON by default; with `Accept: application/dicom` and a DICOM upload, a "
-            "Comprehensive 3D SR (TID 1500) of the decision"
+            "Comprehensive 3D SR (TID 1500) of the decision; with `explain=occlusion` and "
+            "`Accept: image/png`, the occlusion heat map over the input as an RGB PNG"
         ),
     },
     **ERROR_RESPONSES,
@@ -45,27 +52,37 @@ def _add_classifier(router: APIRouter, path: str, model: str, description: str) 
     """Register ``POST path`` serving the classifier ``model``."""
 
     async def endpoint(
-        request: Request, services: ServicesDep, operating_point: OperatingPointQuery = None
+        request: Request,
+        services: ServicesDep,
+        operating_point: OperatingPointQuery = None,
+        explain: ExplainQuery = None,
     ) -> Response:
-        wanted = negotiate(request, _OFFERS)
+        wanted = negotiate(request, _EXPLAIN_OFFERS if explain else _OFFERS)
         entry, point = await accept(request, services, model, operating_point)
         metrics = services.metrics
+        budget = services.settings.explain_budget_ms if explain and wanted != DICOM else None
 
         def run(parts: list[bytes], limits: DecodeLimits) -> Classified:
-            return classify(entry, parts, point, limits, metrics, wanted == DICOM)
+            return classify(entry, parts, point, limits, metrics, wanted == DICOM, budget)
 
         result = await infer(request, services, entry, run)
         if wanted == DICOM:
             return dicom_response(result.dicom, multipart=False)
+        if wanted == PNG:
+            assert result.explanation is not None
+            return Response(
+                result.explanation.png, media_type=PNG, headers=decision_headers(result.decision)
+            )
         body = ClassificationResponse(
             request_id=request.scope["state"]["request_id"],
             model=model_ref(entry),
             input=input_info(result.item, result.upload_sha256),
             warnings=warnings_out(result.warnings),
             timing_ms=Timing(**result.timing_ms),
+            explanation=explanation_out(result.explanation),
             **decision_fields(result.decision),
         )
-        return Response(body.model_dump_json(), media_type="application/json")
+        return prediction_json(body)
 
     router.add_api_route(
         path,

@@ -3,12 +3,13 @@ negotiation, the response."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from fastapi import Query
 from starlette.concurrency import run_in_threadpool
@@ -17,11 +18,20 @@ from starlette.responses import Response
 
 from app.deps import Services
 from app.errors import MedserveError, NotAcceptable, Overloaded
+from app.imaging.explain import Explanation
 from app.imaging.limits import DecodeLimits
 from app.imaging.postprocess import Decision, resolve_operating_point
 from app.imaging.types import Image2D, Volume
 from app.registry import ModelEntry
-from app.schemas import InputInfo, ModelRef, OperatingPointOut, Problem, WarningOut
+from app.schemas import (
+    ExplanationOut,
+    InputInfo,
+    ModelRef,
+    OperatingPointOut,
+    Prediction,
+    Problem,
+    WarningOut,
+)
 from app.upload import read_upload
 
 log = logging.getLogger("medserve.audit")
@@ -127,6 +137,52 @@ def decision_fields(decision: Decision) -> dict[str, Any]:
 
 def warnings_out(warnings: list[dict[str, str]]) -> list[WarningOut]:
     return [WarningOut(**w) for w in warnings]
+
+
+def decision_headers(decision: Decision) -> dict[str, str]:
+    """The decision in the headers of an answer whose body is an image."""
+    return {
+        "X-Medserve-Probability": f"{decision.probability:.6f}",
+        "X-Medserve-Positive": "true" if decision.positive else "false",
+    }
+
+
+# --------------------------------------------------------------------------- explanations
+
+ExplainQuery = Annotated[
+    Literal["occlusion"] | None,
+    Query(
+        description=(
+            "occlusion: add an explanation (classifiers: occlusion sensitivity of the calibrated "
+            "probability; segmenters: their probability map); with Accept: image/png a "
+            "classifier answers with the heat-map overlay itself"
+        )
+    ),
+]
+
+
+def explanation_out(explanation: Explanation | None) -> ExplanationOut | None:
+    if explanation is None:
+        return None
+    grid = explanation.grid
+    return ExplanationOut(
+        method=explanation.method,
+        patch=explanation.patch,
+        stride=explanation.stride,
+        grid=None if grid is None else [[round(float(v), 6) for v in row] for row in grid],
+        png_base64=base64.b64encode(explanation.png).decode("ascii"),
+    )
+
+
+def prediction_json(body: Prediction) -> Response:
+    """The JSON answer. What only an ``explain`` request carries (``explanation``,
+    ``timing_ms.explain``) is left out when absent, so other answers stay as they were."""
+    exclude: dict[str, Any] = {}
+    if getattr(body, "explanation", None) is None:
+        exclude["explanation"] = True
+    if body.timing_ms.explain is None:
+        exclude["timing_ms"] = {"explain"}
+    return Response(body.model_dump_json(exclude=exclude or None), media_type="application/json")
 
 
 # --------------------------------------------------------------------------- content negotiation

@@ -20,14 +20,18 @@ from app.routes.common import (
     JSON,
     PNG,
     UPLOAD_BODY,
+    ExplainQuery,
     OperatingPointQuery,
     accept,
     decision_fields,
+    decision_headers,
     dicom_response,
+    explanation_out,
     infer,
     input_info,
     model_ref,
     negotiate,
+    prediction_json,
     warnings_out,
 )
 from app.schemas import RLE, MaskOut, SegmentationResponse, Timing
@@ -74,9 +78,10 @@ def _json(request: Request, entry: ModelEntry, result: Segmented) -> Response:
             rle=RLE(**rle) if rle else None,
             png_base64=result.encoded.get("png_base64"),
         ),
+        explanation=explanation_out(result.explanation),
         **decision_fields(result.decision),
     )
-    return Response(body.model_dump_json(), media_type="application/json")
+    return prediction_json(body)
 
 
 MaskFormatQuery = Annotated[
@@ -96,6 +101,7 @@ def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -
         operating_point: OperatingPointQuery = None,
         mask_format: MaskFormatQuery = "rle",
         overlay: OverlayQuery = False,
+        explain: ExplainQuery = None,
     ) -> Response:
         wanted = negotiate(request, _OFFERS)
         entry, point = await accept(request, services, model, operating_point)
@@ -109,8 +115,10 @@ def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -
         dicom = _DICOM_OBJECTS.get(wanted, frozenset())
         metrics = services.metrics
 
+        explained = explain is not None and wanted == JSON
+
         def run(parts: list[bytes], limits: DecodeLimits) -> Segmented:
-            return segment(entry, parts, point, encodings, limits, metrics, dicom)
+            return segment(entry, parts, point, encodings, limits, metrics, dicom, explained)
 
         result = await infer(request, services, entry, run)
         if dicom:
@@ -118,8 +126,7 @@ def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -
         if png:
             data = result.encoded["overlay_bytes" if overlay else "png_bytes"]
             headers = {
-                "X-Medserve-Probability": f"{result.decision.probability:.6f}",
-                "X-Medserve-Positive": "true" if result.decision.positive else "false",
+                **decision_headers(result.decision),
                 "X-Medserve-Area-Px": str(result.summary.area_px),
             }
             return Response(data, media_type="image/png", headers=headers)
