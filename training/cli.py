@@ -26,6 +26,7 @@ from typing import Any
 
 from training import tasks
 from training.core import options as opts
+from training.core.publish import Hook
 from training.core.task import Task, TrainRequest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -128,7 +129,7 @@ def parse(argv: list[str]) -> tuple[Task, str, argparse.Namespace, Any]:
         if args.preset:
             values.update(opts.read_preset(task.preset(args.preset), args.preset_section or verb))
         given = {k: v for k, v in vars(args).items() if k not in COMMON}
-        flags = {k: v for k, v in given.items() if k in {f for f in _field_names(options_cls)}}
+        flags = {k: v for k, v in given.items() if k in set(_field_names(options_cls))}
         values.update(flags)
         values.update(opts.parse_set(args.set))
         options = opts.build(options_cls, values)
@@ -143,7 +144,11 @@ def _field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def run(task: Task, verb: str, args: argparse.Namespace, options: Any) -> dict[str, Any]:
+def run(
+    task: Task, verb: str, args: argparse.Namespace, options: Any, hooks: tuple[Hook, ...] = ()
+) -> dict[str, Any]:
+    """Run a parsed command; ``hooks``: extra publish hooks for ``train`` (after the task's
+    own)."""
     if verb == "synth":
         return task.synth(Path(args.out), options, bool(args.overwrite))
     if verb == "train":
@@ -155,6 +160,7 @@ def run(task: Task, verb: str, args: argparse.Namespace, options: Any) -> dict[s
             run_dir=Path(args.run_dir) if args.run_dir else None,
             overwrite=bool(args.overwrite),
             from_checkpoint=bool(args.from_checkpoint),
+            hooks=hooks,
         )
         path = task.train(request, options)
         card = json.loads((path / "model_card.json").read_text())
