@@ -132,7 +132,7 @@ def parse(argv: list[str]) -> tuple[Task, str, argparse.Namespace, Any]:
         flags = {k: v for k, v in given.items() if k in set(_field_names(options_cls))}
         values.update(flags)
         values.update(opts.parse_set(args.set))
-        options = opts.build(options_cls, values)
+        options: Any = opts.build(options_cls, values)
     except (opts.OptionError, FileNotFoundError) as exc:
         parser.error(str(exc))
     return task, verb, args, options

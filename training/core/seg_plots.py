@@ -100,7 +100,7 @@ def plot_examples(
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             if overlay is not None and overlay.any():
                 rgba = np.zeros((*overlay.shape, 4), dtype=np.float32)
-                rgba[overlay] = (*color, 0.45)
+                rgba[overlay] = (*color, 0.45)  # type: ignore[misc]
                 ax.imshow(rgba)
             label = title if c < 2 else f"{title} (Dice {d:.2f})"
             ax.set_title(label, fontsize=7)

@@ -78,7 +78,7 @@ def split_by_group(
     for stratum in sorted(set(strata_arr.tolist())):
         members = group_arr[strata_arr == stratum].tolist()
         order: list[Hashable] = sorted(set(members))
-        rng.shuffle(order)  # type: ignore[arg-type]
+        rng.shuffle(order)
         if by_items:
             weight: dict[Hashable, float] = {g: 0.0 for g in order}
             for g in members:

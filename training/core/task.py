@@ -18,6 +18,8 @@ from training.core.card import CardTemplate
 from training.core.options import NoOptions
 from training.core.publish import TrainRequest
 
+__all__ = ["Task", "TrainRequest"]
+
 
 @dataclass(frozen=True)
 class Task:

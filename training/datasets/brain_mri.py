@@ -40,7 +40,7 @@ def list_slices(root: Path) -> list[tuple[Path, Path, str, int]]:
     """(image, mask, patient, slice number) for every slice that has its mask, sorted by patient
     then slice number. The patient is the folder name (the file prefix in the real set)."""
     base = layout_root(root)
-    out = []
+    out: list[tuple[Path, Path, str, int]] = []
     if not base.is_dir():
         return out
     for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):

@@ -93,7 +93,7 @@ def plan(cfg: SynthConfig) -> list[PlannedPatient]:
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
     """(size, size) float32 Gaussian-filtered noise, zero mean, unit std."""
     f = gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), sigma)
-    return (f - f.mean()) / (f.std() + 1e-6)
+    return np.asarray((f - f.mean()) / (f.std() + 1e-6))
 
 
 def _soft(x: np.ndarray, width: float = 0.8) -> np.ndarray:

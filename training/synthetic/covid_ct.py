@@ -162,7 +162,7 @@ def _smooth_noise(
     field = rng.standard_normal(tuple(shape), dtype=np.float32)
     field = gaussian_filter(field, sigma=list(sigma_vox), mode="reflect")
     std = float(field.std())
-    return field / np.float32(std if std > 0 else 1.0)
+    return np.asarray(field / np.float32(std if std > 0 else 1.0))
 
 
 def _ellipse(
@@ -204,8 +204,8 @@ def _segment_distance(
 def _tube(
     hu: np.ndarray,
     grid: tuple[np.ndarray, np.ndarray, np.ndarray],
-    p0: Sequence[float],
-    p1: Sequence[float],
+    p0: Sequence[float] | np.ndarray,
+    p1: Sequence[float] | np.ndarray,
     radius: float,
     wall: float,
     lumen_hu: float,
@@ -482,11 +482,11 @@ def to_nifti(
     # centre the volume on the scanner origin in-plane
     affine[:3, 3] = -affine[:3, :3] @ np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 0.0])
     affine[2, 3] = -200.0
-    img = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.int16), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_slope_inter(1.0, 0.0)
+    img = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.int16), affine)  # type: ignore[no-untyped-call]
+    img.header.set_xyzt_units("mm", "sec")  # type: ignore[no-untyped-call]
+    img.set_qform(affine, code=1)  # type: ignore[no-untyped-call]
+    img.set_sform(affine, code=1)  # type: ignore[no-untyped-call]
+    img.header.set_slope_inter(1.0, 0.0)  # type: ignore[no-untyped-call]
     return img
 
 

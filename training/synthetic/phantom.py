@@ -44,7 +44,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -134,7 +134,7 @@ def _grid(cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def _chord(d: np.ndarray, r: float) -> np.ndarray:
     """Path length through a cylinder of radius ``r`` at distance ``d`` from its axis."""
-    return 2.0 * np.sqrt(np.clip(r * r - d * d, 0.0, None))
+    return np.asarray(2.0 * np.sqrt(np.clip(r * r - d * d, 0.0, None)))
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
@@ -145,15 +145,17 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) 
     arr = np.asarray(
         Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32
     )
-    return (arr - arr.mean()) / (arr.std() + 1e-6)
+    return np.asarray((arr - arr.mean()) / (arr.std() + 1e-6))
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    return np.asarray(t * t * (3.0 - 2.0 * t))
 
 
-def _static_phantom(cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _static_phantom(
+    cfg: SynthConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, Any]]:
     """(H, W) float32 attenuation line integral of the phantom and the lung geometry."""
     x0, y0 = _grid(cfg)
     ang = math.radians(rng.uniform(-3, 3))
@@ -368,7 +370,7 @@ def _expose(
     counts = np.maximum(counts, 0.5)
     reference = 20000.0 * area  # the log reference is fixed: exposure moves the grey levels
     values = seq.pedestal + seq.gain * np.log(reference / counts)
-    return np.clip(np.rint(values), 0, 65535).astype(np.uint16)
+    return np.asarray(np.clip(np.rint(values), 0, 65535).astype(np.uint16))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,9 @@ def normalisation_study(
         prep = phantom_preprocessing(input_size, norm)
         train, val = load_split(train_items, prep), load_split(val_items, prep)
         shape = (prep.size[0], prep.size[1], 1)
-        result = train_segmenter(
-            lambda s=shape: build_fn(s), train, val, config, Path(run_dir) / norm
-        )
+        result = train_segmenter(partial(build_fn, shape), train, val, config, Path(run_dir) / norm)
         model = result.model
-        probs = probability_maps(lambda b, m=model: m.predict(b, verbose=0), val.x)
+        probs = probability_maps(partial(model.predict, verbose=0), val.x)
         threshold, table = choose_pixel_threshold(probs, val.masks)
         track = centroid_errors(probs, val.masks, threshold)
         track.pop("errors_px")

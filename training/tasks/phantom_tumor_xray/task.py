@@ -90,7 +90,7 @@ def synth(out: Path, o: SynthOptions, overwrite: bool) -> dict[str, Any]:
         size=o.image_size,
         frames_per_sequence=o.frames_per_sequence,
         empty_fraction=o.empty_fraction,
-        image_format=o.format,
+        image_format="png" if o.format == "png" else "tif",
     )
     files = phantom.generate(out, cfg, overwrite=overwrite, workers=o.workers)
     sequences = len({p.stem.split("_")[0] for p in files})

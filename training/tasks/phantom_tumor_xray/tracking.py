@@ -95,7 +95,7 @@ def tracking_metrics(
 
 def _outline(mask: np.ndarray) -> np.ndarray:
     inner = np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
-    return mask & ~inner
+    return np.asarray(mask & ~inner)
 
 
 def plot_tracking(

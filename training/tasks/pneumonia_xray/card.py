@@ -51,7 +51,7 @@ def image_side_range(root: Path, pattern: str) -> tuple[int, int]:
     """Smallest and largest image side among the files under ``root`` (headers only)."""
     from PIL import Image
 
-    sides = []
+    sides: list[int] = []
     for path in root.glob(pattern):
         with Image.open(path) as img:
             sides.extend(img.size)
@@ -84,7 +84,7 @@ def pneumonia_preprocessing(size: int | tuple[int, int], channels: int) -> Prepr
     return Preprocessing(
         kind="image2d",
         size=[int(h), int(w)],
-        channels=channels,  # type: ignore[arg-type]
+        channels=channels,
         intensity=Intensity(method="percentile", low=0.5, high=99.5),
         resize="area",
         expected_bits=8,
