@@ -14,6 +14,7 @@ from app.imaging.card import Intensity, Preprocessing
 from training.core.splits import split_by_group
 from training.datasets import phantom as loader
 from training.synthetic import phantom
+from training.synthetic.phantom_report import exposure_summary
 
 SIZE = (96, 128)  # small frames: the same field of view at a coarser pixel
 
@@ -91,7 +92,7 @@ def test_tumour_moves_within_a_sequence_and_is_denser() -> None:
 
 def test_exposure_differs_between_sequences() -> None:
     cfg = phantom.SynthConfig(n=1, seed=1, size=SIZE)
-    medians = [s["p50"] for s in phantom.exposure_summary(cfg, sequences=5)]
+    medians = [s["p50"] for s in exposure_summary(cfg, sequences=5)]
     assert max(medians) - min(medians) > 5000
 
 

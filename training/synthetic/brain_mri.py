@@ -32,6 +32,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from training.core.progress import progress
+
 ROOT = "kaggle_3m"
 SIZE = 256
 INSTITUTIONS = ("CS", "DU", "EZ", "FG", "HT")
@@ -333,7 +335,7 @@ def generate(out: Path, cfg: SynthConfig, *, overwrite: bool = False) -> list[Pa
                 shutil.rmtree(child)
     root.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for pp in plan(cfg):
+    for pp in progress(plan(cfg), "synth brain_tumor_mri", unit="patient"):
         folder = root / pp.name
         folder.mkdir(exist_ok=True)
         for z, (img, mask) in enumerate(render_patient(pp, cfg), start=1):

@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from training.core.progress import progress
+
 CLASSES = ("NORMAL", "PNEUMONIA")
 SPLITS = ("train", "val", "test")
 ROOT = "chest_xray"
@@ -383,7 +385,7 @@ def generate(out: Path, cfg: SynthConfig, *, overwrite: bool = False) -> list[Pa
     lo, hi = cfg.size_range
     written = []
     patients: dict[int, dict[str, object]] = {}
-    for item in plan(cfg):
+    for item in progress(plan(cfg), "synth pneumonia_xray", unit="image"):
         if item.patient_serial not in patients:
             prng = np.random.default_rng([cfg.seed, 1, item.patient_serial])
             patients[item.patient_serial] = _patient_params(prng, item.kind)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from training.core.progress import progress
 from training.core.seg_metrics import (
     choose_pixel_threshold,
     dice_iou,
@@ -55,7 +56,7 @@ def normalisation_study(
         "config": config.as_dict(),
         "results": {},
     }
-    for norm in NORMALISATIONS:
+    for norm in progress(NORMALISATIONS, "study phantom_tumor_xray", unit="normalisation"):
         prep = phantom_preprocessing(input_size, norm)
         train, val = load_split(train_items, prep), load_split(val_items, prep)
         shape = (prep.size[0], prep.size[1], 1)
