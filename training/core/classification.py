@@ -22,7 +22,7 @@ from training.core.calibrate import calibrate
 from training.core.card import CardTemplate, RunInfo, card_fields
 from training.core.fit import TrainResult, fit, result_from_checkpoint
 from training.core.metrics import sigmoid
-from training.core.publish import Runner, TrainRequest, publish_artifact
+from training.core.publish import Runner, TrainRequest, publish_run
 from training.evaluate import evaluate_probabilities, predict_logits, write_plots
 
 log = logging.getLogger("medserve.training")
@@ -287,17 +287,4 @@ def run_binary_classification(
         return fields, plots
 
     probe = splits.val.x[: min(32, len(splits.val))]
-    return publish_artifact(
-        result.model,
-        template.name,
-        version,
-        request.out,
-        probe,
-        info.seed,
-        request.overwrite,
-        describe,
-        hooks=request.hooks,
-        splits=splits,
-        data_dir=request.data,
-        test_data=request.test_data,
-    )
+    return publish_run(request, result.model, template.name, probe, info.seed, describe, splits)

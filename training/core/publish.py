@@ -167,3 +167,30 @@ def publish_artifact(
     if not entry.ready:
         raise RuntimeError(f"exported artifact is not servable: {entry.reason}")
     return final
+
+
+def publish_run(
+    request: TrainRequest,
+    model: Any,
+    name: str,
+    probe: np.ndarray,
+    seed: int,
+    describe: Describe,
+    splits: Any,
+) -> Path:
+    """``publish_artifact`` for a ``train`` request: its output folder, version, overwrite flag,
+    hooks and data folders."""
+    return publish_artifact(
+        model,
+        name,
+        request.version,
+        request.out,
+        probe,
+        seed,
+        request.overwrite,
+        describe,
+        hooks=request.hooks,
+        splits=splits,
+        data_dir=request.data,
+        test_data=request.test_data,
+    )

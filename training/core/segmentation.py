@@ -17,7 +17,7 @@ from app.imaging.card import Preprocessing
 from training.core.calibrate import calibrate
 from training.core.card import CardTemplate, RunInfo, card_fields
 from training.core.fit import TrainResult, result_from_checkpoint
-from training.core.publish import Runner, TrainRequest, publish_artifact
+from training.core.publish import Runner, TrainRequest, publish_run
 from training.core.seg_metrics import (
     choose_pixel_threshold,
     evaluate_segmentation,
@@ -182,17 +182,4 @@ def export_segmentation_artifact(
         return fields, plots
 
     probe = splits.val.x[: min(16, len(splits.val))]
-    return publish_artifact(
-        result.model,
-        template.name,
-        request.version,
-        request.out,
-        probe,
-        info.seed,
-        request.overwrite,
-        describe,
-        hooks=request.hooks,
-        splits=splits,
-        data_dir=request.data,
-        test_data=request.test_data,
-    )
+    return publish_run(request, result.model, template.name, probe, info.seed, describe, splits)
