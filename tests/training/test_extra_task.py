@@ -211,6 +211,16 @@ def test_a_fifth_task_trains_exports_and_evaluates_through_the_same_machinery(
     assert metrics["n"] == card.metrics["n"] == 24
     assert metrics["auc"] == pytest.approx(card.metrics["auc"], abs=1e-6)
 
+    # the same run exported again from its best checkpoint, without training
+    again = ["train", "knee", "--data", str(data), "--out", str(out), "--version", "0.0.2"]
+    again += ["--run-dir", str(tmp_path / "run"), "--from-checkpoint", "--synthetic"]
+    assert cli.main(again) == 0
+    copy = ModelCard.model_validate(json.loads((out / NAME / "0.0.2" / CARD_FILE).read_text()))
+    assert copy.model_extra is None or "extra_note" not in copy.model_extra  # no hook this time
+    assert copy.training.model_extra and copy.training.model_extra["exported_from_checkpoint"]
+    assert copy.self_test.expected_first == pytest.approx(card.self_test.expected_first, abs=1e-6)
+    assert copy.metrics["auc"] == pytest.approx(card.metrics["auc"], abs=1e-6)
+
 
 def test_a_hook_failure_leaves_no_artifact(registered: Task, tmp_path: Path) -> None:
     data, out = tmp_path / "data", tmp_path / "models"

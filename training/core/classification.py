@@ -281,7 +281,7 @@ def run_binary_classification(
             class_weight={str(k): v for k, v in (class_weight or {}).items()},
             split="train+val pooled and re-split by patient; test kept",
         )
-        fields["training"].update(info.extra)  # later keys win
+        fields["training"].update({**result.extra, **info.extra})  # later keys win
         if conformance is not None:
             fields["conformance"] = conformance
         return fields, plots
