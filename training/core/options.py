@@ -24,9 +24,17 @@ class OptionError(ValueError):
     """An option the task does not take, or a value of the wrong type."""
 
 
-def opt(default: Any, help: str, *, choices: tuple[Any, ...] | None = None) -> Any:
-    """A dataclass field with its help text (and allowed values)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def opt(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    metavar: tuple[str, ...] | None = None,
+) -> Any:
+    """A dataclass field with its help text (and allowed values; ``metavar``: the names of a
+    fixed-length tuple's items in the help)."""
+    meta = {"help": help, "choices": choices, "metavar": metavar}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +160,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
             item = args[0]
             kw["nargs"] = "+" if (len(args) == 2 and args[1] is Ellipsis) else len(args)
             kw["type"] = item
+            if f.metadata.get("metavar"):
+                kw["metavar"] = f.metadata["metavar"]
         else:
             kw["type"] = str if optional else base
         group.add_argument(flag, **kw)

@@ -39,7 +39,9 @@ class SynthOptions:
     n: int = opt(600, "number of studies")
     seed: int = opt(0, "random seed")
     volume_size: int = opt(128, "rows = columns per slice (512 = MosMedData; same field of view)")
-    slices: tuple[int, int] = opt((36, 44), "slices per study (coverage stays ~270-330 mm)")
+    slices: tuple[int, int] = opt(
+        (36, 44), "slices per study (coverage stays ~270-330 mm)", metavar=("MIN", "MAX")
+    )
     categories: tuple[str, ...] = opt(
         CATEGORIES, "categories to write (study numbers stay those of the full set)",
         choices=CATEGORIES,
@@ -49,7 +51,9 @@ class SynthOptions:
 
 @dataclass(frozen=True)
 class TrainOptions:
-    volume_shape: tuple[int, int, int] = opt(DEFAULT_SIZE, "model input slices, rows, columns")
+    volume_shape: tuple[int, int, int] = opt(
+        DEFAULT_SIZE, "model input slices, rows, columns", metavar=("D", "H", "W")
+    )
     width: float = opt(0.5, "filter multiplier of the reference 3D CNN")
     epochs: int = opt(15, "training epochs (at most)")
     batch_size: int = opt(8, "batch size")

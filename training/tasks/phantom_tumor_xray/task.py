@@ -36,16 +36,22 @@ LOSSES = ("bce", "dice", "bce_dice")
 class SynthOptions:
     n: int = opt(600, "number of frames")
     seed: int = opt(0, "random seed")
-    image_size: tuple[int, int] = opt((768, 1024), "frame rows and columns (same field of view)")
+    image_size: tuple[int, int] = opt(
+        (768, 1024), "frame rows and columns (same field of view)", metavar=("H", "W")
+    )
     format: str = opt("tif", "file type", choices=("tif", "png"))
-    frames_per_sequence: tuple[int, int] = opt((4, 8), "frames per breathing sequence (min, max)")
+    frames_per_sequence: tuple[int, int] = opt(
+        (4, 8), "frames per breathing sequence", metavar=("MIN", "MAX")
+    )
     empty_fraction: float = opt(0.15, "share of sequences without the tumour insert")
     workers: int = opt(1, "processes rendering sequences in parallel (same files as with one)")
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    input_size: tuple[int, int] = opt(DEFAULT_INPUT_SIZE, "model input rows, columns (x32)")
+    input_size: tuple[int, int] = opt(
+        DEFAULT_INPUT_SIZE, "model input rows, columns (multiples of 32)", metavar=("H", "W")
+    )
     normalisation: str = opt(
         "percentile", "per-frame 0.5-99.5 percentile window or the fixed 0..65535 window",
         choices=NORMALISATIONS,
@@ -71,7 +77,9 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class StudyOptions:
-    input_size: tuple[int, int] = opt(DEFAULT_INPUT_SIZE, "model input rows, columns (x32)")
+    input_size: tuple[int, int] = opt(
+        DEFAULT_INPUT_SIZE, "model input rows, columns (multiples of 32)", metavar=("H", "W")
+    )
     base_filters: int = opt(16, "ResNet filters of the first stage")
     epochs: int = opt(12, "epochs per normalisation (no early stop)")
     batch_size: int = opt(8, "batch size")

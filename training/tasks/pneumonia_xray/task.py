@@ -30,7 +30,9 @@ ARCHS = ("cnn", "densenet121", "efficientnetb0")
 class SynthOptions:
     n: int = opt(600, "number of images")
     seed: int = opt(0, "random seed")
-    size_range: tuple[int, int] = opt((192, 320), "smallest and largest image side (px)")
+    size_range: tuple[int, int] = opt(
+        (192, 320), "smallest and largest image side (px)", metavar=("MIN", "MAX")
+    )
     test_fraction: float = opt(0.12, "share of images in test/")
 
 
