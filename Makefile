@@ -49,71 +49,66 @@ bench-hospital: $(VENV)/.all-installed
 lint: $(VENV)/.all-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app
+	$(BIN)/mypy app training
 
 format: $(VENV)/.all-installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Train the demo model(s) on synthetic data into models/ (CPU, about 10-15 minutes).
-## Generated data go to data/ (git-ignored); the test set uses a different seed.
+## Train the demo models on synthetic data into models/ (CPU, several hours in all). Each
+## model's hyper-parameters and data-set sizes are its preset, training/tasks/<model>/demo.toml
+## (the [synth], [synth_test], [study] and [train] tables); generated data go to data/
+## (git-ignored) and the held-out test sets use another seed.
+TRAIN := $(BIN)/medserve-train
 PNEUMONIA_DATA ?= data/pneumonia_xray
 PNEUMONIA_TEST ?= data/pneumonia_xray_test
 models: models-ct
 models: models-brain
 models: models-phantom
 models: $(VENV)/.all-installed
-	$(BIN)/medserve-train synth pneumonia --out $(PNEUMONIA_DATA) --n 2400 --seed 1 --overwrite
-	$(BIN)/medserve-train synth pneumonia --out $(PNEUMONIA_TEST) --n 500 --seed 2 \
-		--test-fraction 0.9 --overwrite
-	$(BIN)/medserve-train train pneumonia --data $(PNEUMONIA_DATA) --test-data $(PNEUMONIA_TEST) \
-		--out models --version 1.1.0 --arch cnn --width 0.5 --size 128 --channels 1 \
-		--epochs 25 --patience 6 --batch-size 32 --seed 1 --synthetic --overwrite
+	$(TRAIN) synth pneumonia_xray --preset demo --out $(PNEUMONIA_DATA) --overwrite
+	$(TRAIN) synth pneumonia_xray --preset demo --preset-section synth_test \
+		--out $(PNEUMONIA_TEST) --overwrite
+	$(TRAIN) train pneumonia_xray --preset demo --data $(PNEUMONIA_DATA) \
+		--test-data $(PNEUMONIA_TEST) --out models --version 1.1.0 --overwrite
 
 ## COVID-19 chest CT (covid_ct): CT-0 vs CT-2+CT-3 volumes at 128 px, a 3D CNN at 32x64x64
-## (about 15-20 minutes on 2 CPU cores); the held-out test set uses another seed.
+## (about 15-20 minutes on 2 CPU cores).
 COVID_CT_DATA ?= data/covid_ct
 COVID_CT_TEST ?= data/covid_ct_test
 models-ct: $(VENV)/.all-installed
-	$(BIN)/medserve-train synth covid_ct --out $(COVID_CT_DATA) --n 900 --seed 1 \
-		--volume-size 128 --categories CT-0 CT-2 CT-3 --preview docs/covid_ct_preview.png --overwrite
-	$(BIN)/medserve-train synth covid_ct --out $(COVID_CT_TEST) --n 400 --seed 2 \
-		--volume-size 128 --categories CT-0 CT-2 CT-3 --overwrite
-	$(BIN)/medserve-train train covid_ct --data $(COVID_CT_DATA) --test-data $(COVID_CT_TEST) \
-		--out models --version 1.1.0 --volume-shape 32 64 64 --width 0.5 --epochs 15 \
-		--patience 5 --batch-size 8 --seed 1 --threads 2 --synthetic --overwrite
+	$(TRAIN) synth covid_ct --preset demo --out $(COVID_CT_DATA) --overwrite
+	$(TRAIN) synth covid_ct --preset demo --preset-section synth_test \
+		--out $(COVID_CT_TEST) --overwrite
+	$(TRAIN) train covid_ct --preset demo --data $(COVID_CT_DATA) --test-data $(COVID_CT_TEST) \
+		--out models --version 1.1.0 --overwrite
 
-## Brain MRI FLAIR lesion segmentation (brain_tumor_mri): a slim U-Net (4 levels, 16 base
-## filters) at 128x128 on 1800 synthetic kaggle_3m slices; the held-out test set uses another seed.
+## Brain MRI FLAIR lesion segmentation (brain_tumor_mri): a slim U-Net at 128x128 on 1800
+## synthetic kaggle_3m slices.
 BRAIN_DATA ?= data/brain_mri
 BRAIN_TEST ?= data/brain_mri_test
 models-brain: $(VENV)/.all-installed
-	$(BIN)/medserve-train synth brain_mri --out $(BRAIN_DATA) --n 1800 --seed 1 --overwrite
-	$(BIN)/medserve-train synth brain_mri --out $(BRAIN_TEST) --n 500 --seed 2 --overwrite
-	$(BIN)/medserve-train train brain_mri --data $(BRAIN_DATA) --test-data $(BRAIN_TEST) \
-		--out models --version 1.1.0 --size 128 --base-filters 16 --depth 4 --dropout 0.1 \
-		--loss bce_dice --epochs 12 --patience 4 --batch-size 16 --seed 1 --threads 2 \
-		--synthetic --overwrite
+	$(TRAIN) synth brain_tumor_mri --preset demo --out $(BRAIN_DATA) --overwrite
+	$(TRAIN) synth brain_tumor_mri --preset demo --preset-section synth_test \
+		--out $(BRAIN_TEST) --overwrite
+	$(TRAIN) train brain_tumor_mri --preset demo --data $(BRAIN_DATA) --test-data $(BRAIN_TEST) \
+		--out models --version 1.1.0 --overwrite
 
-## X-ray phantom tumour tracking (phantom_tumor_xray): 16-bit 768x1024 frames, a slim ResNet-18
-## segmenter at 192x256; first the window-vs-percentile normalisation study (at 96x128), then
-## the demo model; the held-out test set uses another seed. On 2 CPU cores: data about 10
-## minutes, study about 12, training about 45 (1200 frames, 45 epochs).
+## X-ray phantom tumour tracking (phantom_tumor_xray): first the window-vs-percentile
+## normalisation study, then the demo model (on 2 CPU cores: data about 10 minutes, study
+## about 12, training about 45).
 PHANTOM_DATA ?= data/phantom_xray
 NPROC ?= $(shell nproc 2>/dev/null || echo 1)
 PHANTOM_TEST ?= data/phantom_xray_test
 models-phantom: $(VENV)/.all-installed
-	$(BIN)/medserve-train synth phantom --out $(PHANTOM_DATA) --n 1200 --seed 1 \
-		--frames-per-sequence 2 5 --workers $(NPROC) --overwrite
-	$(BIN)/medserve-train synth phantom --out $(PHANTOM_TEST) --n 200 --seed 2 \
+	$(TRAIN) synth phantom_tumor_xray --preset demo --out $(PHANTOM_DATA) \
 		--workers $(NPROC) --overwrite
-	$(BIN)/python -m training.phantom_pipeline study --data $(PHANTOM_DATA) \
-		--out runs/phantom_norm_study/study.json --input-size 96 128 --epochs 12 --seed 1
-	$(BIN)/medserve-train train phantom --data $(PHANTOM_DATA) --test-data $(PHANTOM_TEST) \
-		--out models --version 1.1.0 --input-size 192 256 --base-filters 16 --depth 4 \
-		--normalisation percentile --normalisation-study runs/phantom_norm_study/study.json \
-		--max-shift 0.1 --epochs 45 --patience 10 --batch-size 8 --seed 1 --threads 2 \
-		--synthetic --overwrite
+	$(TRAIN) synth phantom_tumor_xray --preset demo --preset-section synth_test \
+		--out $(PHANTOM_TEST) --workers $(NPROC) --overwrite
+	$(TRAIN) study phantom_tumor_xray --preset demo --data $(PHANTOM_DATA) \
+		--out runs/phantom_norm_study/study.json
+	$(TRAIN) train phantom_tumor_xray --preset demo --data $(PHANTOM_DATA) \
+		--test-data $(PHANTOM_TEST) --out models --version 1.1.0 --overwrite
 
 ## The container acceptance run with podman (root; needs podman, runc, debootstrap): makes the
 ## local base image if missing, builds localhost/medserve, localhost/medserve-integration and

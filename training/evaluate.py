@@ -1,9 +1,8 @@
-"""Test-split evaluation: figures for the model card, report plots, and re-checking an artifact.
+"""Test-split evaluation of a classifier and the report plots (numpy in, dict / PNG out).
 
-``evaluate_probabilities`` and the plot functions are generic (numpy in, dict / PNG out).
-``evaluate_artifact`` runs an exported ``model.onnx`` through the service's own registry
-(sha256 check, self-test) and preprocessing on a data folder, so a card's figures can be
-re-checked by anyone with the data.
+``evaluate_probabilities`` gives the card's metrics, ``write_plots`` the classifier's plots;
+``pyplot`` and the single plots are shared with the segmentation kind and the benchmarks.
+Re-checking an exported artifact is ``training.core.evaluate.evaluate_artifact``.
 """
 
 from __future__ import annotations
@@ -14,14 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from training.metrics import (
+from training.core.metrics import (
     ECE_BINS,
     binary_metrics,
     expected_calibration_error,
     reliability_bins,
     roc_auc,
     roc_curve,
-    sigmoid,
 )
 
 PLOT_FILES = {
@@ -206,38 +204,3 @@ def predict_logits(
         for i in range(0, len(x), batch)
     ]
     return np.concatenate(out) if out else np.zeros((0,), np.float64)
-
-
-def evaluate_artifact(
-    model_dir: Path, data_dir: Path, dataset: str = "pneumonia"
-) -> dict[str, Any]:
-    """Load ``model_dir`` as the service does, run its test split of ``data_dir`` through the
-    ONNX model, and return the card-style metrics at the card's operating points."""
-    import json
-
-    from app.config import Settings
-    from app.imaging.card import CARD_FILE, ModelCard
-    from app.registry import load_entry
-
-    model_dir = Path(model_dir).resolve()
-    card = ModelCard.model_validate(json.loads((model_dir / CARD_FILE).read_bytes()))
-    entry = load_entry(card.name, model_dir, Settings(model_dir=model_dir.parent.parent))
-    if not entry.ready:
-        raise RuntimeError(f"model not ready: {entry.reason}")
-    if dataset != "pneumonia":
-        raise ValueError(f"no loader wired for {dataset!r}")
-    from training.datasets.pneumonia import load_test
-
-    split = load_test(Path(data_dir), card.input.preprocessing)
-    x = split.x if card.input.layout == "NHWC" else np.transpose(split.x, (0, 3, 1, 2))
-    logits = predict_logits(entry.run, x)
-    thresholds = {k: v.threshold for k, v in card.operating_points.items()}
-    metrics = evaluate_probabilities(
-        split.y,
-        sigmoid(logits / card.calibration.temperature),
-        sigmoid(logits),
-        thresholds,
-        card.default_operating_point,
-    )
-    metrics["model"] = {"name": card.name, "version": card.version, "sha256": card.model_sha256}
-    return metrics

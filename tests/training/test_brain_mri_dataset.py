@@ -11,9 +11,10 @@ import pytest
 from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_image
 from app.imaging.readers import decode_image
-from training.brain_mri import brain_conformance, brain_preprocessing
-from training.datasets.brain_mri import list_slices, load, load_all, split_patients
+from training.core.splits import split_by_group
+from training.datasets.brain_mri import list_slices, load, load_all
 from training.synthetic.brain_mri import SynthConfig, generate
+from training.tasks.brain_tumor_mri.card import brain_conformance, brain_preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,11 @@ def test_list_slices_pairs_and_orders(data: Path) -> None:
         assert mask.name == f"{patient}_{n}_mask.tif"
     first = [n for _, _, p, n in items if p == items[0][2]]
     assert first == [1, 2, 3, 4, 5]
+
+
+def split_patients(patients: list[str], fractions: list[float], seed: int) -> list[list[str]]:
+    parts = split_by_group(patients, fractions, seed)  # as the kaggle_3m loader cuts them
+    return [sorted({patients[i] for i in part}) for part in parts]
 
 
 def test_split_patients_is_disjoint_and_seeded() -> None:

@@ -21,9 +21,9 @@ from app.config import Settings  # noqa: E402
 from app.imaging.card import CARD_FILE, ModelCard  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.registry import load_entry  # noqa: E402
-from training.brain_mri import BRAIN_CARD, train_brain_mri  # noqa: E402
-from training.segmentation import SegTrainConfig  # noqa: E402
+from training.cli import main  # noqa: E402
 from training.synthetic.brain_mri import SynthConfig, generate  # noqa: E402
+from training.tasks.brain_tumor_mri.card import BRAIN_CARD  # noqa: E402
 
 
 def _rle_mask(rle: dict) -> np.ndarray:
@@ -35,20 +35,13 @@ def test_generate_train_export_serve(tmp_path: Path) -> None:
     data = tmp_path / "data"
     files = generate(data, SynthConfig(n=20, seed=11, slices_per_patient=(4, 4), size=64))
     out = tmp_path / "models"
-    config = SegTrainConfig(epochs=1, batch_size=8, seed=0, verbose=0)
-    path = train_brain_mri(
-        data,
-        out,
-        "0.0.1",
-        size=32,
-        base_filters=4,
-        depth=2,
-        config=config,
-        synthetic=True,
-        run_dir=tmp_path / "run",
-        val_fraction=0.2,
-        test_fraction=0.2,
-    )
+    assert main(["train", "brain_tumor_mri", "--data", str(data), "--out", str(out),
+                 "--version", "0.0.1", "--run-dir", str(tmp_path / "run"),
+                 "--set", "size=32", "--set", "base_filters=4", "--set", "depth=2",
+                 "--set", "epochs=1", "--set", "batch_size=8", "--set", "seed=0",
+                 "--set", "verbose=0", "--set", "synthetic=true",
+                 "--set", "val_fraction=0.2", "--set", "test_fraction=0.2"]) == 0  # fmt: skip
+    path = out / BRAIN_CARD.name / "0.0.1"
     assert path == out / BRAIN_CARD.name / "0.0.1"
     card = ModelCard.model_validate(json.loads((path / CARD_FILE).read_text()))
     assert card.task == "binary_segmentation" and card.endpoint == "/segment/mri"

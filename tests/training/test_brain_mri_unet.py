@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 keras = pytest.importorskip("keras")
 
-from training import export  # noqa: E402
+from training.core import export  # noqa: E402
 from training.models.unet import build  # noqa: E402
 
 

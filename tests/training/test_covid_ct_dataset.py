@@ -11,9 +11,10 @@ import pytest
 from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_volume
 from app.imaging.readers import decode_volume
-from training.covid_ct import conformance_from, covid_ct_preprocessing
+from training.core.splits import split_by_group
 from training.datasets import covid_ct as ds
 from training.synthetic import covid_ct as synth
+from training.tasks.covid_ct.card import conformance_from, covid_ct_preprocessing
 
 PREP = covid_ct_preprocessing((16, 16, 16))
 
@@ -48,13 +49,19 @@ def test_categories_are_configurable_and_validated(root: Path) -> None:
 
 def test_split_is_by_study_and_stratified(root: Path) -> None:
     studies = ds.list_studies(root)
-    parts = ds.split_studies(studies, (0.6, 0.2, 0.2), seed=3)
+    ids, cats = [s.patient for s in studies], [s.category for s in studies]
+
+    def split(seed: int) -> list[list[int]]:  # as the MosMedData loader cuts them
+        val, test, train = split_by_group(ids, [0.2, 0.2], seed, strata=cats)
+        return [train.tolist(), val.tolist(), test.tolist()]
+
+    parts = split(3)
     flat = [i for p in parts for i in p]
     assert sorted(flat) == list(range(len(studies)))  # every study once, in one part only
     for part in parts[1:]:
         assert {studies[i].category for i in part} >= {"CT-0", "CT-2"}
-    assert parts == ds.split_studies(studies, (0.6, 0.2, 0.2), seed=3)
-    assert parts != ds.split_studies(studies, (0.6, 0.2, 0.2), seed=4)
+    assert parts == split(3)
+    assert parts != split(4)
 
 
 def test_load_feeds_the_service_preprocessing(root: Path, tmp_path: Path) -> None:

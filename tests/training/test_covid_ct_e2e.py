@@ -25,7 +25,7 @@ from app.main import create_app
 from app.registry import load_entry
 from tests.ct_series import series_from_volume, zip_files
 from tests.integration.contract import assert_prediction
-from training.covid_ct import train_covid_ct
+from training.cli import main
 from training.synthetic import covid_ct as synth
 
 TINY = synth.SynthConfig(
@@ -39,21 +39,13 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("covid_e2e")
     synth.generate(base / "train", TINY)
     synth.generate(base / "test", HELD_OUT)
-    return train_covid_ct(
-        base / "train",
-        base / "models",
-        "0.0.1",
-        size=(16, 16, 16),
-        width=0.125,
-        epochs=1,
-        batch_size=8,
-        seed=0,
-        synthetic=True,
-        test_data=base / "test",
-        run_dir=base / "run",
-        threads=2,
-        verbose=0,
-    )
+    assert main(["train", "covid_ct", "--data", str(base / "train"),
+                 "--out", str(base / "models"), "--version", "0.0.1",
+                 "--test-data", str(base / "test"), "--run-dir", str(base / "run"),
+                 "--volume-shape", "16", "16", "16", "--width", "0.125", "--epochs", "1",
+                 "--batch-size", "8", "--seed", "0", "--synthetic", "--threads", "2",
+                 "--verbose", "0"]) == 0  # fmt: skip
+    return base / "models" / "covid_ct" / "0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +121,6 @@ def test_conformance_warnings_through_http(client: TestClient, artifact: Path) -
 
 
 def test_evaluate_reproduces_the_card(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
 
     held_out = artifact.parents[2] / "test"
     assert main(["evaluate", "covid_ct", "--model", str(artifact), "--data", str(held_out)]) == 0

@@ -14,8 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from training import export  # noqa: E402
 from training.augment3d import Augment3DConfig, augment_batch, make_augment_fn  # noqa: E402
+from training.core import export  # noqa: E402
 from training.models import cnn3d  # noqa: E402
 
 SHAPE = (16, 16, 16, 1)

@@ -8,7 +8,7 @@ import numpy as np
 
 from app.imaging.preprocess import preprocess_volume, resize_depth
 from app.imaging.types import Meta, Volume
-from training.covid_ct import covid_ct_preprocessing
+from training.tasks.covid_ct.card import covid_ct_preprocessing
 
 
 def _volume(voxels: np.ndarray, dz: float = 8.0) -> Volume:

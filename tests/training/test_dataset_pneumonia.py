@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from app.imaging.card import Intensity, Preprocessing
+from training.core.splits import split_by_group
 from training.datasets.pneumonia import (
     class_weights,
     list_files,
     load,
     patient_id,
-    split_by_patient,
 )
 from training.synthetic.pneumonia import SynthConfig, generate
 
@@ -46,11 +46,11 @@ def test_split_by_patient_never_shares_a_patient() -> None:
     rng = np.random.default_rng(0)
     patients = [f"p{rng.integers(0, 40)}" for _ in range(300)]
     labels = [int(p[1:]) % 4 != 0 for p in patients]  # class is a patient property
-    tr, va = split_by_patient(patients, labels, 0.25, seed=3)
+    va, tr = split_by_group(patients, [0.25], 3, strata=labels)  # as the loader cuts them
     assert len(tr) + len(va) == 300 and not set(tr) & set(va)
     assert not {patients[i] for i in tr} & {patients[i] for i in va}
     assert {labels[i] for i in va} == {0, 1}
-    tr2, va2 = split_by_patient(patients, labels, 0.25, seed=3)
+    va2, tr2 = split_by_group(patients, [0.25], 3, strata=labels)
     assert tr.tolist() == tr2.tolist() and va.tolist() == va2.tolist()
 
 

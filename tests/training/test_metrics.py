@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.calibrate import calibrate, fit_temperature, operating_points, threshold_table
-from training.metrics import (
+from training.core.calibrate import calibrate, fit_temperature, operating_points, threshold_table
+from training.core.metrics import (
     binary_metrics,
     confusion_matrix,
     expected_calibration_error,

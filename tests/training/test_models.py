@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 keras = pytest.importorskip("keras")
 
-from training import export  # noqa: E402
+from training.core import export  # noqa: E402
 from training.models import ARCHITECTURES, DEFAULT_ARCH, get_builder  # noqa: E402
 
 SHAPE = (32, 32, 1)
@@ -73,13 +73,13 @@ def test_export_refuses_a_disagreeing_graph(
 
 
 def test_publish_artifact_leaves_nothing_behind_when_describing_fails(tmp_path: Path) -> None:
-    from training.pipeline import publish_artifact
+    from training.core.publish import publish_artifact
 
     model = get_builder(DEFAULT_ARCH)(SHAPE, width=0.25)
     seen: list[tuple[int, float]] = []
 
     def describe(folder: Path, session, run, max_diff: float):  # type: ignore[no-untyped-def]
-        assert (folder / "model.onnx").is_file() and folder.name.startswith(".staging-")
+        assert (folder / "model.onnx").is_file() and folder.parent.name.startswith(".staging-")
         seen.append((run(_batch(3)).shape[0], max_diff))
         raise ValueError("evaluation failed")
 

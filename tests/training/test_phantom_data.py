@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 from app.imaging.card import Intensity, Preprocessing
+from training.core.splits import split_by_group
 from training.datasets import phantom as loader
 from training.synthetic import phantom
+from training.synthetic.phantom_report import exposure_summary
 
 SIZE = (96, 128)  # small frames: the same field of view at a coarser pixel
 
@@ -90,7 +92,7 @@ def test_tumour_moves_within_a_sequence_and_is_denser() -> None:
 
 def test_exposure_differs_between_sequences() -> None:
     cfg = phantom.SynthConfig(n=1, seed=1, size=SIZE)
-    medians = [s["p50"] for s in phantom.exposure_summary(cfg, sequences=5)]
+    medians = [s["p50"] for s in exposure_summary(cfg, sequences=5)]
     assert max(medians) - min(medians) > 5000
 
 
@@ -106,7 +108,12 @@ def test_loader_pairs_and_splits_by_sequence(
     out, _ = generated
     items = loader.list_items(out)
     assert items[0].sequence == "seq000" and items[0].frame == 0
-    train, val, test = loader.split_by_sequence(items, [0.6, 0.2], seed=0)
+
+    def split(seed: int) -> list[list[loader.Item]]:  # as the loader cuts them
+        parts = split_by_group([it.sequence for it in items], [0.6, 0.2], seed, by_items=True)
+        return [[items[i] for i in part] for part in parts]
+
+    train, val, test = split(0)
     seqs = [{it.sequence for it in part} for part in (train, val, test)]
     assert all(seqs) and not (seqs[0] & seqs[1] or seqs[0] & seqs[2] or seqs[1] & seqs[2])
     assert len(train) + len(val) + len(test) == len(items)
@@ -115,7 +122,7 @@ def test_loader_pairs_and_splits_by_sequence(
             frames = [it.frame for it in part if it.sequence == s]
             assert frames == list(range(len(frames)))
             assert len(frames) == sum(1 for it in items if it.sequence == s)
-    again = loader.split_by_sequence(items, [0.6, 0.2], seed=0)
+    again = split(0)
     assert [[it.id for it in p] for p in again] == [[it.id for it in p] for p in (train, val, test)]
 
 

@@ -23,8 +23,8 @@ from app.config import Settings
 from app.imaging.card import ModelCard
 from app.main import create_app
 from training.cli import main
-from training.phantom_pipeline import TRACKING_PLOT, train_phantom
-from training.segmentation import SEG_PLOT_FILES, SegTrainConfig
+from training.core.seg_plots import SEG_PLOT_FILES
+from training.tasks.phantom_tumor_xray.tracking import TRACKING_PLOT
 
 NAME = "phantom_tumor_xray"
 
@@ -38,21 +38,13 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                  "--empty-fraction", "0.3", *common]) == 0  # fmt: skip
     assert main(["synth", "phantom", "--out", str(test), "--n", "8", "--seed", "4",
                  "--format", "png", "--workers", "2", *common]) == 0  # fmt: skip
-    config = SegTrainConfig(epochs=1, batch_size=8, seed=0, threads=2, verbose=0)
-    path = train_phantom(
-        data,
-        root / "models",
-        "0.0.1",
-        input_size=(48, 64),
-        base_filters=4,
-        stages=2,
-        blocks_per_stage=1,
-        config=config,
-        synthetic=True,
-        test_data=test,
-        run_dir=root / "run",
-        latency_frames=2,
-    )
+    assert main(["train", "phantom", "--data", str(data), "--out", str(root / "models"),
+                 "--version", "0.0.1", "--test-data", str(test), "--run-dir", str(root / "run"),
+                 "--input-size", "48", "64", "--base-filters", "4", "--stages", "2",
+                 "--blocks-per-stage", "1", "--epochs", "1", "--batch-size", "8", "--seed", "0",
+                 "--threads", "2", "--verbose", "0", "--synthetic",
+                 "--latency-frames", "2"]) == 0  # fmt: skip
+    path = root / "models" / "phantom_tumor_xray" / "0.0.1"
     return path, test
 
 

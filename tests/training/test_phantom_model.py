@@ -14,9 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
 from app.imaging.card import Preprocessing  # noqa: E402
-from training import export  # noqa: E402
+from training.core import export  # noqa: E402
 from training.models.resnet18_seg import build  # noqa: E402
-from training.phantom_pipeline import centroid_errors, phantom_preprocessing  # noqa: E402
+from training.tasks.phantom_tumor_xray.card import phantom_preprocessing  # noqa: E402
+from training.tasks.phantom_tumor_xray.tracking import centroid_errors  # noqa: E402
 
 SHAPE = (64, 96, 1)
 

@@ -16,8 +16,9 @@ from app.config import Settings
 from app.imaging.card import ModelCard
 from app.registry import load_entry
 from training.cli import main
-from training.evaluate import PLOT_FILES, evaluate_artifact
-from training.pipeline import train_pneumonia
+from training.core.options import NoOptions
+from training.evaluate import PLOT_FILES
+from training.tasks import get
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +27,11 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = root / "data"
     assert main(["synth", "pneumonia", "--out", str(data), "--n", "48", "--seed", "3",
                  "--size-range", "40", "56"]) == 0  # fmt: skip
-    path = train_pneumonia(
-        data,
-        root / "models",
-        "0.0.1",
-        size=32,
-        channels=1,
-        epochs=2,
-        batch_size=16,
-        width=0.25,
-        seed=0,
-        synthetic=True,
-        run_dir=root / "run",
-        verbose=0,
-    )
+    assert main(["train", "pneumonia", "--data", str(data), "--out", str(root / "models"),
+                 "--version", "0.0.1", "--run-dir", str(root / "run"), "--size", "32",
+                 "--channels", "1", "--epochs", "2", "--batch-size", "16", "--width", "0.25",
+                 "--seed", "0", "--synthetic", "--verbose", "0"]) == 0  # fmt: skip
+    path = root / "models" / "pneumonia_xray" / "0.0.1"
     return path, data
 
 
@@ -71,7 +63,7 @@ def test_evaluate_reproduces_the_card(
 ) -> None:
     path, data = artifact
     card = json.loads((path / "model_card.json").read_text())
-    metrics = evaluate_artifact(path, data)
+    metrics = get("pneumonia_xray").evaluate(path, data, NoOptions())
     assert metrics["auc"] == pytest.approx(card["metrics"]["auc"], abs=1e-6)
     assert metrics["confusion_matrix"] == card["metrics"]["confusion_matrix"]
     assert main(["evaluate", "pneumonia", "--model", str(path), "--data", str(data)]) == 0

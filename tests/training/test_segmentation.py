@@ -1,4 +1,5 @@
-"""training.segmentation: the numpy metrics and calibration helpers do what the service does."""
+"""training.core, segmentation kind: the numpy metrics and calibration helpers do what the
+service does."""
 
 from __future__ import annotations
 
@@ -6,18 +7,16 @@ import numpy as np
 import pytest
 
 from app.imaging.postprocess import lesion_logit, mask_at
-from training.calibrate import calibrate
-from training.segmentation import (
-    LOSSES,
-    SegSplit,
+from training.core.calibrate import calibrate
+from training.core.seg_metrics import (
     choose_pixel_threshold,
     dice_iou,
     evaluate_segmentation,
     lesion_logits,
     predicted_mask,
-    target_masks,
     threshold_scan,
 )
+from training.core.seg_train import LOSSES, SegSplit, target_masks
 
 
 def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
@@ -111,7 +110,7 @@ def test_segsplit_properties() -> None:
 
 def test_losses_and_metrics_on_logits() -> None:
     pytest.importorskip("keras")
-    from training.segmentation import dice_coefficient, iou_coefficient, make_loss
+    from training.core.seg_train import dice_coefficient, iou_coefficient, make_loss
 
     target = np.zeros((2, 8, 8, 1), np.float32)
     target[0, 2:6, 2:6] = 1.0
@@ -128,7 +127,7 @@ def test_losses_and_metrics_on_logits() -> None:
 
 
 def test_shift_augmentation_moves_image_and_mask_together() -> None:
-    from training.segmentation import SegTrainConfig, make_seg_dataset
+    from training.core.seg_train import SegTrainConfig, make_seg_dataset
 
     rng = np.random.default_rng(0)
     x = np.zeros((6, 32, 40, 1), np.float32)

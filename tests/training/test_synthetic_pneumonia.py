@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.metrics import roc_auc
+from training.core.metrics import roc_auc
 from training.synthetic.pneumonia import SynthConfig, counts, generate, plan
 
 NAME = {

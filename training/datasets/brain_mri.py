@@ -22,7 +22,9 @@ from app.imaging.card import Preprocessing
 from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_image
 from app.imaging.readers import decode_image
-from training.segmentation import SegSplit, SegSplits
+from training.core.progress import progress
+from training.core.seg_train import SegSplit, SegSplits
+from training.core.splits import split_by_group
 
 LAYOUT = "kaggle_3m"
 _SLICE = re.compile(r"^(?P<patient>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
@@ -38,7 +40,7 @@ def list_slices(root: Path) -> list[tuple[Path, Path, str, int]]:
     """(image, mask, patient, slice number) for every slice that has its mask, sorted by patient
     then slice number. The patient is the folder name (the file prefix in the real set)."""
     base = layout_root(root)
-    out = []
+    out: list[tuple[Path, Path, str, int]] = []
     if not base.is_dir():
         return out
     for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -62,28 +64,6 @@ def read_mask(path: Path) -> np.ndarray:
     return np.asarray(arr > (np.iinfo(arr.dtype).max // 2 if arr.dtype.kind == "u" else 0.5))
 
 
-def split_patients(
-    patients: Sequence[str], fractions: Sequence[float], seed: int
-) -> list[list[str]]:
-    """Shuffle the distinct patients with ``seed`` and cut them into ``len(fractions) + 1``
-    groups: the first ``fractions[i]`` of patients each, the rest last. Each group gets at least
-    one patient while there are enough."""
-    unique = sorted(set(patients))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(unique)
-    groups: list[list[str]] = []
-    start = 0
-    for i, frac in enumerate(fractions):
-        left_after = len(fractions) - i  # groups still to fill after this one
-        k = round(len(unique) * frac)
-        k = max(k, 1) if len(unique) - start > left_after else k
-        k = min(k, max(len(unique) - start - left_after, 0))
-        groups.append(unique[start : start + k])
-        start += k
-    groups.append(unique[start:])
-    return groups
-
-
 def load_split(
     items: Sequence[tuple[Path, Path, str, int]],
     prep: Preprocessing,
@@ -94,7 +74,7 @@ def load_split(
     x = np.empty((len(items), h, w, prep.channels), dtype=np.float32)
     masks = []
     limits = limits or DecodeLimits()
-    for i, (image, mask, _, _) in enumerate(items):
+    for i, (image, mask, _, _) in enumerate(progress(items, "load slices", unit="slice")):
         x[i] = preprocess_image(decode_image([image.read_bytes()], limits), prep, "NHWC")[0]
         masks.append(read_mask(mask))
     groups = np.array([p for _, _, p, _ in items], dtype=object)
@@ -125,14 +105,13 @@ def load(
         test_items = list_slices(test_root)
         if not test_items:
             raise FileNotFoundError(f"no slices under {layout_root(test_root)}")
-        val_p, train_p = split_patients(patients, [val_fraction], seed)
+        val_i, train_i = split_by_group(patients, [val_fraction], seed)
     else:
-        test_p, val_p, train_p = split_patients(patients, [test_fraction, val_fraction], seed)
-        test_items = [it for it in items if it[2] in set(test_p)]
-    val_set, train_set = set(val_p), set(train_p)
+        test_i, val_i, train_i = split_by_group(patients, [test_fraction, val_fraction], seed)
+        test_items = [items[i] for i in test_i]
     return SegSplits(
-        train=load_split([it for it in items if it[2] in train_set], prep, limits),
-        val=load_split([it for it in items if it[2] in val_set], prep, limits),
+        train=load_split([items[i] for i in train_i], prep, limits),
+        val=load_split([items[i] for i in val_i], prep, limits),
         test=load_split(test_items, prep, limits),
     )
 

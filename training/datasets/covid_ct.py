@@ -29,6 +29,8 @@ from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_volume
 from app.imaging.readers import decode_volume
 from app.imaging.types import Volume
+from training.core.progress import progress
+from training.core.splits import split_by_group
 from training.datasets import DataSplits, class_weights
 
 log = logging.getLogger("medserve.training")
@@ -105,37 +107,6 @@ def list_studies(
     return out
 
 
-def split_studies(
-    studies: Sequence[StudyFile], fractions: Sequence[float], seed: int
-) -> list[list[int]]:
-    """Indices per part (``fractions`` of each category, the first part taking the rest).
-
-    Stratified by category so every part has the same severity mix; a patient (study) is in
-    exactly one part. Parts after the first get at least one study of a category that has
-    enough studies for all parts.
-    """
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[] for _ in fractions]
-    by_cat: dict[str, list[int]] = {}
-    for i, s in enumerate(studies):
-        by_cat.setdefault(s.category, []).append(i)
-    for category in sorted(by_cat):
-        idx = list(by_cat[category])
-        rng.shuffle(idx)
-        start = 0
-        takes = []
-        for frac in fractions[1:]:
-            k = round(len(idx) * frac)
-            if len(idx) >= len(fractions):
-                k = max(k, 1)
-            takes.append(k)
-        for p, k in enumerate(takes, start=1):
-            parts[p].extend(idx[start : start + k])
-            start += k
-        parts[0].extend(idx[start:])
-    return [sorted(p) for p in parts]
-
-
 def decode_study(path: Path, limits: DecodeLimits | None = None) -> Volume:
     """One study file → Volume (S, H, W) float32 HU, canonical order, via the service reader."""
     return decode_volume([Path(path).read_bytes()], limits or DecodeLimits())
@@ -177,7 +148,7 @@ def load_arrays(
     x = np.empty((len(studies), d, h, w, prep.channels), dtype=np.float32)
     spacing = np.full((len(studies), 3), np.nan)
     slices = np.zeros(len(studies), dtype=np.int64)
-    for i, study in enumerate(studies):
+    for i, study in enumerate(progress(studies, "load studies", unit="study")):
         volume = decode_study(study.path, limits)
         x[i] = preprocess_volume(volume, prep, LAYOUT)[0]
         if volume.spacing is not None:
@@ -234,14 +205,17 @@ def load(
         raise FileNotFoundError(f"no studies of {(*negative, *positive)} under {root}")
     if len({s.label for s in studies}) < 2:
         raise ValueError("the chosen categories hold only one class")
+    # By study (= patient), stratified by category so every split has the same severity mix.
+    ids, cats = [s.patient for s in studies], [s.category for s in studies]
     if test_root is not None:
-        train_idx, val_idx = split_studies(studies, (1 - val_fraction, val_fraction), seed)
+        val_idx, train_idx = split_by_group(ids, [val_fraction], seed, strata=cats)
         test_studies = list_studies(test_root, negative, positive)
         if not test_studies:
             raise FileNotFoundError(f"no studies of {(*negative, *positive)} under {test_root}")
     else:
-        fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
-        train_idx, val_idx, test_idx = split_studies(studies, fractions, seed)
+        val_idx, test_idx, train_idx = split_by_group(
+            ids, [val_fraction, test_fraction], seed, strata=cats
+        )
         test_studies = [studies[i] for i in test_idx]
     train = load_arrays([studies[i] for i in train_idx], prep, limits=limits, cache_dir=cache_dir)
     val = load_arrays([studies[i] for i in val_idx], prep, limits=limits, cache_dir=cache_dir)

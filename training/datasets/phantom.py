@@ -27,7 +27,9 @@ from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_image
 from app.imaging.readers import decode_image
 from app.imaging.types import Image2D
-from training.segmentation import SegSplit, SegSplits
+from training.core.progress import progress
+from training.core.seg_train import SegSplit, SegSplits
+from training.core.splits import split_by_group
 
 ROOT, IMAGES, LABELS = "phantom", "images", "labels"
 EXTENSIONS = (".tif", ".tiff", ".png")
@@ -88,38 +90,6 @@ def list_items(root: Path, *, block: int = 10) -> list[Item]:
     return sorted(items, key=lambda it: (it.sequence, it.frame, it.id))
 
 
-def split_by_sequence(
-    items: Sequence[Item], fractions: Sequence[float], seed: int
-) -> list[list[Item]]:
-    """Cut ``items`` into ``len(fractions) + 1`` groups of whole sequences.
-
-    Sequences are shuffled with ``seed``; group ``k`` (k < len(fractions)) takes sequences until
-    it holds about ``fractions[k]`` of the frames (at least one sequence while at least one is
-    left for the last group); the last group keeps the rest. Frames stay in order in each group.
-    """
-    sequences = sorted({it.sequence for it in items})
-    rng = np.random.default_rng(seed)
-    order = [sequences[i] for i in rng.permutation(len(sequences))]
-    sizes = {s: sum(1 for it in items if it.sequence == s) for s in sequences}
-    total = len(items)
-    groups: list[set[str]] = []
-    pos = 0
-    for k, frac in enumerate(fractions):
-        chosen: set[str] = set()
-        frames = 0
-        keep = len(fractions) - k  # sequences to leave: one for each group still to fill
-        while pos < len(order) - keep:
-            seq = order[pos]
-            if chosen and frames + sizes[seq] / 2 > frac * total:
-                break
-            chosen.add(seq)
-            frames += sizes[seq]
-            pos += 1
-        groups.append(chosen)
-    groups.append(set(order[pos:]))
-    return [[it for it in items if it.sequence in g] for g in groups]
-
-
 def read_label(path: Path, limits: DecodeLimits | None = None) -> np.ndarray:
     """(H, W) bool: label pixels >= 32768 (the tumour is 65535, background 0)."""
     image = decode_image([path.read_bytes()], limits or DecodeLimits())
@@ -140,7 +110,7 @@ def load_split(
     h, w = prep.size
     x = np.empty((len(items), h, w, prep.channels), dtype=np.float32)
     masks = []
-    for i, it in enumerate(items):
+    for i, it in enumerate(progress(items, "load frames", unit="frame")):
         image = read_image(it.image, limits)
         x[i] = preprocess_image(image, prep, "NHWC")[0]
         mask = read_label(it.label, limits)
@@ -168,13 +138,15 @@ def load(
     three (``test_fraction`` of the frames, whole sequences).
     """
     items = list_items(root)
+    sequences = [it.sequence for it in items]
     if test_root is not None:
-        train_items, val_items = split_by_sequence(items, [1.0 - val_fraction], seed)
+        parts = split_by_group(sequences, [1.0 - val_fraction], seed, by_items=True)
+        train_items, val_items = ([items[i] for i in p] for p in parts)
         test_items = list_items(test_root)
     else:
-        train_items, val_items, test_items = split_by_sequence(
-            items, [1.0 - val_fraction - test_fraction, val_fraction], seed
-        )
+        fractions = [1.0 - val_fraction - test_fraction, val_fraction]
+        parts = split_by_group(sequences, fractions, seed, by_items=True)
+        train_items, val_items, test_items = [[items[i] for i in p] for p in parts]
     return SegSplits(
         train=load_split(train_items, prep, limits),
         val=load_split(val_items, prep, limits),

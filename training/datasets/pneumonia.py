@@ -21,6 +21,8 @@ from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_image
 from app.imaging.readers import decode_image
 from app.imaging.types import Image2D
+from training.core.progress import progress
+from training.core.splits import split_by_group
 from training.datasets import DataSplits, class_weights
 
 CLASSES = ("NORMAL", "PNEUMONIA")  # label 0, label 1
@@ -81,37 +83,13 @@ def _layout_root(root: Path) -> Path:
     return root / "chest_xray" if (root / "chest_xray").is_dir() else root
 
 
-def split_by_patient(
-    patients: Sequence[str], labels: Sequence[int], val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) such that no patient is on both sides.
-
-    Patients are shuffled with ``seed`` within each class (a patient has one class here) and the
-    first ``val_fraction`` of each class's patients go to validation, so both classes appear in
-    validation whatever the imbalance.
-    """
-    patients_arr = np.asarray(patients)
-    labels_arr = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    val_patients: set[str] = set()
-    for label in sorted(set(labels_arr.tolist())):
-        group = sorted(set(patients_arr[labels_arr == label].tolist()))
-        rng.shuffle(group)
-        n_val = round(len(group) * val_fraction)
-        if len(group) >= 2:
-            n_val = min(max(n_val, 1), len(group) - 1)
-        val_patients.update(group[:n_val])
-    is_val = np.array([p in val_patients for p in patients_arr], dtype=bool)
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
 def load_arrays(
     items: Sequence[tuple[Path, int, str]], prep: Preprocessing, limits: DecodeLimits | None = None
 ) -> Split:
     """Decode and preprocess ``items`` into one Split (NHWC)."""
     h, w = prep.size
     x = np.empty((len(items), h, w, prep.channels), dtype=np.float32)
-    for i, (path, _, _) in enumerate(items):
+    for i, (path, _, _) in enumerate(progress(items, "load images", unit="image")):
         x[i] = preprocess_image(decode_file(path, limits), prep, "NHWC")[0]
     y = np.array([label for _, label, _ in items], dtype=np.int64)
     patients = np.array([p for _, _, p in items], dtype=object)
@@ -135,8 +113,10 @@ def load(
     pooled = list_files(root, "train") + list_files(root, "val")
     if not pooled:
         raise FileNotFoundError(f"no images under {_layout_root(root)}/train")
-    tr_idx, va_idx = split_by_patient(
-        [p for _, _, p in pooled], [lab for _, lab, _ in pooled], val_fraction, seed
+    # By patient, stratified by class (a patient has one class here), so both classes appear
+    # in validation whatever the imbalance.
+    va_idx, tr_idx = split_by_group(
+        [p for _, _, p in pooled], [val_fraction], seed, strata=[lab for _, lab, _ in pooled]
     )
     test_items = list_files(test_root if test_root is not None else root, "test")
     if not test_items:

@@ -32,6 +32,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from training.core.progress import progress
+
 ROOT = "kaggle_3m"
 SIZE = 256
 INSTITUTIONS = ("CS", "DU", "EZ", "FG", "HT")
@@ -93,7 +95,7 @@ def plan(cfg: SynthConfig) -> list[PlannedPatient]:
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
     """(size, size) float32 Gaussian-filtered noise, zero mean, unit std."""
     f = gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), sigma)
-    return (f - f.mean()) / (f.std() + 1e-6)
+    return np.asarray((f - f.mean()) / (f.std() + 1e-6))
 
 
 def _soft(x: np.ndarray, width: float = 0.8) -> np.ndarray:
@@ -333,7 +335,7 @@ def generate(out: Path, cfg: SynthConfig, *, overwrite: bool = False) -> list[Pa
                 shutil.rmtree(child)
     root.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for pp in plan(cfg):
+    for pp in progress(plan(cfg), "synth brain_tumor_mri", unit="patient"):
         folder = root / pp.name
         folder.mkdir(exist_ok=True)
         for z, (img, mask) in enumerate(render_patient(pp, cfg), start=1):

@@ -44,6 +44,9 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from training.core.progress import progress
+from training.synthetic.shapes3d import ellipse, smooth_noise, tube
+
 ROOT = "MosMedData"
 STUDIES = "studies"
 CATEGORIES = ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")
@@ -155,73 +158,6 @@ def plan(cfg: SynthConfig) -> list[PlannedStudy]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _smooth_noise(
-    rng: np.random.Generator, shape: Sequence[int], sigma_vox: Sequence[float]
-) -> np.ndarray:
-    """(S, H, W) float32 Gaussian-filtered white noise scaled to unit standard deviation."""
-    field = rng.standard_normal(tuple(shape), dtype=np.float32)
-    field = gaussian_filter(field, sigma=list(sigma_vox), mode="reflect")
-    std = float(field.std())
-    return field / np.float32(std if std > 0 else 1.0)
-
-
-def _ellipse(
-    u: np.ndarray, v: np.ndarray, a: float | np.ndarray, b: float | np.ndarray
-) -> np.ndarray:
-    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
-
-
-def _segment_distance(
-    grid: tuple[np.ndarray, np.ndarray, np.ndarray],
-    p0: np.ndarray,
-    p1: np.ndarray,
-    reach: float,
-) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
-    """Distance (mm) from each voxel of the segment's bounding box (grown by ``reach``) to
-    the segment p0 → p1 (points as (z, y, x) mm); None when the box misses the volume."""
-    z, y, x = grid
-    box = []
-    for axis, coords in enumerate((z, y, x)):
-        lo = min(p0[axis], p1[axis]) - reach
-        hi = max(p0[axis], p1[axis]) + reach
-        idx = np.flatnonzero((coords >= lo) & (coords <= hi))
-        if idx.size == 0:
-            return None
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    zz = z[box[0]][:, None, None]
-    yy = y[box[1]][None, :, None]
-    xx = x[box[2]][None, None, :]
-    d = p1 - p0
-    length2 = float(d @ d) or 1e-9
-    t = ((zz - p0[0]) * d[0] + (yy - p0[1]) * d[1] + (xx - p0[2]) * d[2]) / length2
-    t = np.clip(t, 0.0, 1.0)
-    dist = np.sqrt(
-        (zz - p0[0] - t * d[0]) ** 2 + (yy - p0[1] - t * d[1]) ** 2 + (xx - p0[2] - t * d[2]) ** 2
-    )
-    return (box[0], box[1], box[2]), dist.astype(np.float32)
-
-
-def _tube(
-    hu: np.ndarray,
-    grid: tuple[np.ndarray, np.ndarray, np.ndarray],
-    p0: Sequence[float],
-    p1: Sequence[float],
-    radius: float,
-    wall: float,
-    lumen_hu: float,
-    wall_hu: float | None,
-) -> None:
-    """Paint a capsule: ``lumen_hu`` inside ``radius``, ``wall_hu`` in the ``wall`` around it."""
-    found = _segment_distance(grid, np.asarray(p0, float), np.asarray(p1, float), radius + wall + 1)
-    if found is None:
-        return
-    box, dist = found
-    view = hu[box]
-    if wall_hu is not None and wall > 0:
-        view[dist <= radius + wall] = wall_hu
-    view[dist <= radius] = lumen_hu
-
-
 # --------------------------------------------------------------------------- rendering
 
 
@@ -247,7 +183,7 @@ def render(
     xc, yc = rng.uniform(-8, 8), rng.uniform(-12, 8)
     fat, muscle = rng.uniform(5, 20), rng.uniform(6, 11)
     u2, v2 = xx - xc, yy - yc  # (1, 1, W), (1, H, 1)
-    body = _ellipse(u2, v2, a, b)
+    body = ellipse(u2, v2, a, b)
     ac, bc = a - fat - muscle - 6, b - fat - muscle - 6  # thoracic cavity
     hu = np.full(shape, AIR, dtype=np.float32)
     table_y = yc + b + rng.uniform(8, 20)
@@ -258,15 +194,15 @@ def render(
     )
     hu[np.broadcast_to(table, shape)] = rng.uniform(-250, 150)
     hu[np.broadcast_to(body, shape)] = FAT
-    hu[np.broadcast_to(_ellipse(u2, v2, a - fat, b - fat), shape)] = SOFT
+    hu[np.broadcast_to(ellipse(u2, v2, a - fat, b - fat), shape)] = SOFT
     # ribs: a bony ring round the cavity, cut into oblique bands (ribs slope down anteriorly)
-    ring = _ellipse(u2, v2, ac + 6, bc + 6) & ~_ellipse(u2, v2, ac, bc)
+    ring = ellipse(u2, v2, ac + 6, bc + 6) & ~ellipse(u2, v2, ac, bc)
     angle = np.arctan2(v2, u2)
     phase = rng.uniform(0, 2 * math.pi)
     period = rng.uniform(22, 28)
     bands = np.sin(2 * math.pi * (zz + 18.0 * np.sin(angle)) / period + phase) > 0.2
     hu[ring & bands] = rng.uniform(450, 750)
-    hu[np.broadcast_to(_ellipse(u2, v2, ac, bc), shape)] = SOFT
+    hu[np.broadcast_to(ellipse(u2, v2, ac, bc), shape)] = SOFT
     # ---- diaphragm (right dome higher), abdomen below it
     dome_r = rng.uniform(35, 65)
     dome_l = dome_r - rng.uniform(8, 22)
@@ -274,7 +210,7 @@ def render(
     reach2 = (u2 / ac) ** 2 + ((v2 + 0.2 * bc) / (1.2 * bc)) ** 2
     dome = np.where(xx < xc, dome_r, dome_l) - depth * np.minimum(reach2, 1.5)
     below = zz <= dome  # (S, H, W)
-    inside = np.broadcast_to(_ellipse(u2, v2, ac, bc), shape)
+    inside = np.broadcast_to(ellipse(u2, v2, ac, bc), shape)
     abdomen = below & inside
     hu[abdomen & (xx < xc + 15)] = LIVER + rng.normal(0, 5)
     hu[abdomen & (xx >= xc + 15)] = SOFT
@@ -298,8 +234,8 @@ def render(
     med_half = rng.uniform(11, 17) + 6 * (yy < yc)  # wider anteriorly
     mediastinum = (np.abs(xx - xc) < med_half) & (yy < yc + bc - 20) & (zz > dome_r - 10)
     spine_c = (yc + bc - 8, xc)
-    spine = _ellipse(xx - spine_c[1], yy - spine_c[0], 20, 18) | (
-        (np.abs(xx - spine_c[1]) < 30) & (yy > spine_c[0]) & _ellipse(u2, v2, ac, bc)
+    spine = ellipse(xx - spine_c[1], yy - spine_c[0], 20, 18) | (
+        (np.abs(xx - spine_c[1]) < 30) & (yy > spine_c[0]) & ellipse(u2, v2, ac, bc)
     )
     z_arch = top - rng.uniform(40, 70)
     desc = (spine_c[0] - rng.uniform(18, 26), xc + rng.uniform(14, 24))  # (y, x)
@@ -312,35 +248,35 @@ def render(
     half = ac / 2
     lung_b = (bc + 6) * shrink + 1e-3
     lung_a = (half + 8) * shrink + 1e-3
-    right = _ellipse(xx - (xc - half + 4), yy - (yc + 4), lung_a, lung_b)
-    left = _ellipse(xx - (xc + half - 4), yy - (yc + 4), lung_a, lung_b)
+    right = ellipse(xx - (xc - half + 4), yy - (yc + 4), lung_a, lung_b)
+    left = ellipse(xx - (xc + half - 4), yy - (yc + 4), lung_a, lung_b)
     lung = (
         (right | left)
-        & _ellipse(u2, v2, ac - 2, bc - 2)
+        & ellipse(u2, v2, ac - 2, bc - 2)
         & ~below
         & (zz < z_apex)
         & ~heart
         & ~mediastinum
         & ~spine
     )
-    lung &= ~np.broadcast_to(_ellipse(xx - desc[1], yy - desc[0], aorta_r + 3, aorta_r + 3), shape)
+    lung &= ~np.broadcast_to(ellipse(xx - desc[1], yy - desc[0], aorta_r + 3, aorta_r + 3), shape)
 
     hu[mediastinum & inside & ~below] = SOFT - 10
     hu[np.broadcast_to(spine, shape) & ~below] = SOFT
     hu[heart & inside] = BLOOD
-    hu[np.broadcast_to(_ellipse(xx - spine_c[1], yy - spine_c[0], 16, 14), shape)] = rng.uniform(
+    hu[np.broadcast_to(ellipse(xx - spine_c[1], yy - spine_c[0], 16, 14), shape)] = rng.uniform(
         200, 320
     )
-    canal = _ellipse(xx - spine_c[1], yy - spine_c[0] - 22, 7, 7)
+    canal = ellipse(xx - spine_c[1], yy - spine_c[0] - 22, 7, 7)
     hu[np.broadcast_to(canal, shape)] = 20.0
-    _tube(hu, grid, (z_arch, *desc), (0.0, *desc), aorta_r, 0, BLOOD, None)
-    _tube(hu, grid, (z_heart, *asc), (z_arch, *asc), aorta_r + 2, 0, BLOOD, None)
-    _tube(hu, grid, (z_arch, *asc), (z_arch, *desc), aorta_r, 0, BLOOD, None)
+    tube(hu, grid, (z_arch, *desc), (0.0, *desc), aorta_r, 0, BLOOD, None)
+    tube(hu, grid, (z_heart, *asc), (z_arch, *asc), aorta_r + 2, 0, BLOOD, None)
+    tube(hu, grid, (z_arch, *asc), (z_arch, *desc), aorta_r, 0, BLOOD, None)
 
     # parenchyma: base density, dependent gradient, fine texture
     ypost = np.clip((yy - (yc - bc)) / (2 * bc), 0.0, 1.0)  # 0 anterior … 1 posterior
     parenchyma = rng.uniform(-880, -830) + rng.uniform(20, 60) * ypost
-    texture = _smooth_noise(rng, shape, (0.6, 1.5 / dy, 1.5 / dx)) * rng.uniform(10, 25)
+    texture = smooth_noise(rng, shape, (0.6, 1.5 / dy, 1.5 / dx)) * rng.uniform(10, 25)
     lung_hu = (parenchyma + texture).astype(np.float32)
     lungf = lung.astype(np.float32)
     # peripheral (subpleural) weight: 1 at the pleura, ~0 deep inside
@@ -358,7 +294,7 @@ def render(
     lung_count = int(lung.sum())
     if share > 0 and lung_count:
         sigma_mm = rng.uniform(14, 26)
-        g = _smooth_noise(rng, shape, (max(0.5, sigma_mm / dz), sigma_mm / dy, sigma_mm / dx))
+        g = smooth_noise(rng, shape, (max(0.5, sigma_mm / dz), sigma_mm / dy, sigma_mm / dx))
         g += rng.uniform(1.0, 2.2) * periph + rng.uniform(0.3, 0.9) * ypost
         g += rng.uniform(0.2, 0.7) * np.clip((dome_r + 120 - zz) / 120, 0, 1)
         values = g[lung]
@@ -367,7 +303,7 @@ def render(
         c_lo, c_hi = CONSOLIDATION[category]
         cons_share = share * float(rng.uniform(c_lo, c_hi))
         level = rng.uniform(-640, -420)
-        ggo_tex = _smooth_noise(rng, shape, (0.6, 4 / dy, 4 / dx)) * rng.uniform(50, 100)
+        ggo_tex = smooth_noise(rng, shape, (0.6, 4 / dy, 4 / dx)) * rng.uniform(50, 100)
         ggo = np.clip(level + ggo_tex, -720, -280)
         soft_edge = np.clip((g - threshold) / 0.25, 0.0, 1.0)
         lung_hu = np.where(affected, lung_hu + (ggo - lung_hu) * soft_edge, lung_hu)
@@ -389,8 +325,8 @@ def render(
         *[np.sqrt((zz - h[0]) ** 2 + (yy - h[1]) ** 2 + (xx - h[2]) ** 2) for h in hila]
     )
     calibre = np.exp(-d_hilum / rng.uniform(70, 110)).astype(np.float32)
-    n1 = _smooth_noise(rng, shape, (max(0.5, 3.5 / dz), 3.5 / dy, 3.5 / dx))
-    n2 = _smooth_noise(rng, shape, (max(0.5, 3.5 / dz), 3.5 / dy, 3.5 / dx))
+    n1 = smooth_noise(rng, shape, (max(0.5, 3.5 / dz), 3.5 / dy, 3.5 / dx))
+    n2 = smooth_noise(rng, shape, (max(0.5, 3.5 / dz), 3.5 / dy, 3.5 / dx))
     radial = np.sqrt(n1 * n1 + n2 * n2)
     eps = 0.18 + 0.5 * calibre
     vessel = np.clip((eps - radial) / (0.5 * eps), 0.0, 1.0) * lungf
@@ -403,16 +339,16 @@ def render(
     z_carina = z_heart + rng.uniform(45, 60)
     trachea = (yc - rng.uniform(5, 20), xc)
     carina = np.array([z_carina, trachea[0], trachea[1]])
-    _tube(hu, grid, (top + 10, trachea[0], trachea[1]), carina, rng.uniform(7, 10), 2.0, AIR, 0.0)
+    tube(hu, grid, (top + 10, trachea[0], trachea[1]), carina, rng.uniform(7, 10), 2.0, AIR, 0.0)
     for side, hilum in zip((-1, 1), hila, strict=True):
         h = np.array([hilum[0] - 15, hilum[1], hilum[2]])
-        _tube(hu, grid, carina, h, rng.uniform(5, 7), 1.5, AIR, -20.0)
+        tube(hu, grid, carina, h, rng.uniform(5, 7), 1.5, AIR, -20.0)
         for _ in range(3):
             direction = np.array(
                 [rng.uniform(-1, 0.8), rng.uniform(-0.6, 0.6), side * rng.uniform(0.3, 1.0)]
             )
             end = h + direction / np.linalg.norm(direction) * rng.uniform(30, 55)
-            _tube(hu, grid, h, end, rng.uniform(2.5, 3.8), 1.2, AIR, -150.0)
+            tube(hu, grid, h, end, rng.uniform(2.5, 3.8), 1.2, AIR, -150.0)
 
     # ---- scanner: point spread in-plane, noise, reconstruction circle
     hu = gaussian_filter(
@@ -482,11 +418,11 @@ def to_nifti(
     # centre the volume on the scanner origin in-plane
     affine[:3, 3] = -affine[:3, :3] @ np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 0.0])
     affine[2, 3] = -200.0
-    img = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.int16), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_slope_inter(1.0, 0.0)
+    img = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.int16), affine)  # type: ignore[no-untyped-call]
+    img.header.set_xyzt_units("mm", "sec")  # type: ignore[no-untyped-call]
+    img.set_qform(affine, code=1)  # type: ignore[no-untyped-call]
+    img.set_sform(affine, code=1)  # type: ignore[no-untyped-call]
+    img.header.set_slope_inter(1.0, 0.0)  # type: ignore[no-untyped-call]
     return img
 
 
@@ -508,7 +444,7 @@ def generate(out: Path, cfg: SynthConfig, *, overwrite: bool = False) -> list[Pa
             path.unlink()
     written = []
     storages = sorted(_STORAGE)
-    for item in plan(cfg):
+    for item in progress(plan(cfg), "synth covid_ct", unit="study"):
         if item.category not in cfg.categories:
             continue
         study = render_study(cfg, item)

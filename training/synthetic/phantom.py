@@ -44,11 +44,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter, zoom
+
+from training.core.progress import progress
 
 ROOT = "phantom"
 IMAGES, LABELS = "images", "labels"
@@ -134,7 +136,7 @@ def _grid(cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def _chord(d: np.ndarray, r: float) -> np.ndarray:
     """Path length through a cylinder of radius ``r`` at distance ``d`` from its axis."""
-    return 2.0 * np.sqrt(np.clip(r * r - d * d, 0.0, None))
+    return np.asarray(2.0 * np.sqrt(np.clip(r * r - d * d, 0.0, None)))
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
@@ -145,15 +147,17 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) 
     arr = np.asarray(
         Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32
     )
-    return (arr - arr.mean()) / (arr.std() + 1e-6)
+    return np.asarray((arr - arr.mean()) / (arr.std() + 1e-6))
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    return np.asarray(t * t * (3.0 - 2.0 * t))
 
 
-def _static_phantom(cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _static_phantom(
+    cfg: SynthConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, Any]]:
     """(H, W) float32 attenuation line integral of the phantom and the lung geometry."""
     x0, y0 = _grid(cfg)
     ang = math.radians(rng.uniform(-3, 3))
@@ -368,7 +372,7 @@ def _expose(
     counts = np.maximum(counts, 0.5)
     reference = 20000.0 * area  # the log reference is fixed: exposure moves the grey levels
     values = seq.pedestal + seq.gain * np.log(reference / counts)
-    return np.clip(np.rint(values), 0, 65535).astype(np.uint16)
+    return np.asarray(np.clip(np.rint(values), 0, 65535).astype(np.uint16))
 
 
 @dataclass(frozen=True)
@@ -464,9 +468,15 @@ def generate(
     jobs = list(sequences.values())
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            per_sequence = list(pool.map(_write_sequence, repeat(root), repeat(cfg), jobs))
+            done = pool.map(_write_sequence, repeat(root), repeat(cfg), jobs)
+            per_sequence = list(
+                progress(done, "synth phantom_tumor_xray", total=len(jobs), unit="sequence")
+            )
     else:
-        per_sequence = [_write_sequence(root, cfg, job) for job in jobs]
+        per_sequence = [
+            _write_sequence(root, cfg, job)
+            for job in progress(jobs, "synth phantom_tumor_xray", unit="sequence")
+        ]
     ry, rx = cfg.pixel_mm
     with (root / "frames.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -475,51 +485,3 @@ def generate(
             w.writerows(rows)
         f.write(f"# pixel size (row, column) mm: {ry:.5f}, {rx:.5f}\n")
     return [root / IMAGES / f"{item.id}.{cfg.image_format}" for item in items]
-
-
-def preview_grid(out_png: Path, cfg: SynthConfig, columns: int = 5, tile_w: int = 256) -> None:
-    """Frames of three sequences (one row each, consecutive frames), each tile windowed on its
-    own 0.5-99.5 percentiles (the raw grey levels differ between sequences), the label outlined
-    in red. Written as an optimised 8-bit RGB PNG."""
-    tile_h = round(tile_w * cfg.size[0] / cfg.size[1])
-    items = plan(cfg)
-    seqs = sorted({i.sequence for i in items})[:3]
-    canvas = np.zeros((len(seqs) * tile_h, columns * tile_w, 3), np.uint8)
-    for r, s in enumerate(seqs):
-        seq = _setup(cfg, s)
-        frames = [i for i in items if i.sequence == s][:columns]
-        for c, item in enumerate(frames):
-            fr = render_frame(cfg, seq, item)
-            img = fr.image.astype(np.float32)
-            lo, hi = np.percentile(img, [0.5, 99.5])
-            g = np.clip((img - lo) / max(hi - lo, 1), 0, 1) * 255
-            small = Image.fromarray(g.astype(np.uint8)).resize(
-                (tile_w, tile_h), Image.Resampling.BOX
-            )
-            rgb = np.repeat(np.asarray(small)[..., None], 3, axis=2).copy()
-            lab = (
-                np.asarray(
-                    Image.fromarray((fr.label > 0).astype(np.uint8) * 255).resize(
-                        (tile_w, tile_h), Image.Resampling.BOX
-                    )
-                )
-                > 127
-            )
-            edge = lab & ~(
-                np.roll(lab, 1, 0) & np.roll(lab, -1, 0) & np.roll(lab, 1, 1) & np.roll(lab, -1, 1)
-            )
-            rgb[edge] = (255, 40, 40)
-            canvas[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = rgb
-    Image.fromarray(canvas).save(out_png, optimize=True)
-
-
-def exposure_summary(cfg: SynthConfig, sequences: int = 6) -> list[dict[str, float]]:
-    """Per sequence: the 5th/50th/95th grey-value percentiles of its first frame (shows that
-    absolute intensity differs between sequences)."""
-    out = []
-    for s in range(sequences):
-        seq = _setup(cfg, s)
-        fr = render_frame(cfg, seq, PlannedFrame(frame_id(s, 0), s, 0))
-        p5, p50, p95 = np.percentile(fr.image, [5, 50, 95])
-        out.append({"sequence": s, "p5": float(p5), "p50": float(p50), "p95": float(p95)})
-    return out

@@ -24,10 +24,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+
+from training.core.progress import progress
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 SPLITS = ("train", "val", "test")
@@ -147,7 +150,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) 
     small = rng.standard_normal((cells, cells)).astype(np.float32)
     img = Image.fromarray(small).resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.float32)
-    return (arr - arr.mean()) / (arr.std() + 1e-6)
+    return np.asarray((arr - arr.mean()) / (arr.std() + 1e-6))
 
 
 def _patient_params(rng: np.random.Generator, kind: str) -> dict[str, object]:
@@ -254,7 +257,7 @@ def render(
     lx, hw = float(patient["lung_x"]), float(patient["lung_hw"])  # type: ignore[arg-type]
     top, bottom = float(patient["lung_top"]), float(patient["lung_bottom"])  # type: ignore[arg-type]
     dome, up = float(patient["dome"]), float(patient["right_dia_up"])  # type: ignore[arg-type]
-    hx, hdy, hrx, hry = patient["heart"]  # type: ignore[misc]
+    hx, hdy, hrx, hry = cast(tuple[float, float, float, float], patient["heart"])
     hy = bottom - hdy  # the heart sits on the diaphragm
     heart = _sigmoid((1.0 - ((u - hx) / hrx) ** 2 - ((v - hy) / hry) ** 2) / 0.04)
     # Image left is the patient's right: the right hemidiaphragm sits a little higher.
@@ -309,7 +312,7 @@ def render(
         r0 = int(rng.integers(2, max(3, h // 6)))
         c0 = int(rng.integers(2, max(3, w // 6))) if rng.random() < 0.5 else w - mw_ - 3
         img[r0 : r0 + mh, c0 : c0 + mw_] = rng.uniform(0.85, 1.0)
-    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8))
 
 
 def _opacity(
@@ -354,9 +357,9 @@ def _opacity(
     else:  # interstitial: streaky perihilar shadowing, usually both sides
         reticular = np.maximum(np.tanh(_smooth_noise(rng, shape, 30)), 0.0)
         hila = np.exp(-(((np.abs(u) - 0.18) / 0.22) ** 2 + (v / 0.35) ** 2))
-        mask = sum(lungs[s] for s in op["sides"])  # type: ignore[attr-defined]
+        mask = sum(lungs[s] for s in op["sides"])  # type: ignore[attr-defined,misc]
         out = contrast * (0.5 + reticular) * hila * mask
-    return out
+    return np.asarray(out)
 
 
 # --------------------------------------------------------------------------- driver
@@ -382,7 +385,7 @@ def generate(out: Path, cfg: SynthConfig, *, overwrite: bool = False) -> list[Pa
     lo, hi = cfg.size_range
     written = []
     patients: dict[int, dict[str, object]] = {}
-    for item in plan(cfg):
+    for item in progress(plan(cfg), "synth pneumonia_xray", unit="image"):
         if item.patient_serial not in patients:
             prng = np.random.default_rng([cfg.seed, 1, item.patient_serial])
             patients[item.patient_serial] = _patient_params(prng, item.kind)

@@ -6,26 +6,24 @@ when complete and verified, so a failed export never leaves a half-written versi
 - ``model.onnx`` (``model.export(format="onnx")``), checked against Keras on real and random
   batches: more than ``ONNX_ATOL`` apart and nothing is written (``ExportMismatch``);
 - ``saved_model/`` (``format="tf_saved_model"``; git-ignored);
-- the report plots and ``model_card.json`` (validated against ``app.imaging.card.ModelCard``),
-  whose ``files`` lists the sha256 of ``model.onnx`` and of every plot, and whose ``self_test``
-  holds the ONNX output on the seeded input the registry regenerates at load.
+- the self-test (``make_self_test``): the ONNX output on the seeded input the registry
+  regenerates at load.
+
+The staging folder and the card are ``training.core.publish`` and ``training.core.card``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, SelfTest, sha256_file
+from app.imaging.card import SelfTest
 
 ONNX_ATOL = 1e-4
 ONNX_RTOL = 1e-5
@@ -121,7 +119,7 @@ def framework_versions() -> dict[str, str]:
 
 def code_revision() -> str | None:
     """``git rev-parse HEAD`` of the source tree (None outside git); ``+dirty`` if modified."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
@@ -138,60 +136,6 @@ def code_revision() -> str | None:
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-class Staging:
-    """A temporary folder in ``out_root`` (hidden: the registry skips names starting with a dot),
-    moved into ``out_root/<name>/<version>`` by ``commit``."""
-
-    def __init__(self, out_root: Path, name: str, version: str) -> None:
-        self.final = Path(out_root) / name / version
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".staging-{name}-{version}-", dir=out_root))
-
-    def commit(self, overwrite: bool) -> Path:
-        if self.final.exists():
-            if not overwrite:
-                raise FileExistsError(f"{self.final} exists (use --overwrite)")
-            shutil.rmtree(self.final)
-        self.dir.rename(self.final)
-        return self.final
-
-    def discard(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf (e.g. an AUC on a one-class split) become None: JSON has no NaN."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_card(
-    staging_dir: Path,
-    card_fields: dict[str, Any],
-    file_names: Sequence[str],
-    session: Any,
-) -> ModelCard:
-    """Hash ``model.onnx`` and ``file_names``, compute the self-test, validate, write the card."""
-    files = {MODEL_FILE: sha256_file(staging_dir / MODEL_FILE)}
-    for fname in file_names:
-        files[fname] = sha256_file(staging_dir / fname)
-    shape = card_fields["input"]["shape"]
-    fields = {
-        **card_fields,
-        "files": files,
-        "self_test": make_self_test(session, shape).model_dump(),
-    }
-    card = ModelCard.model_validate(fields)
-    text = json.dumps(card.model_dump(mode="json"), indent=2, allow_nan=False)
-    (staging_dir / CARD_FILE).write_text(text + "\n")
-    return card
 
 
 def export_saved_model(model: Any, staging_dir: Path) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from training.metrics import ECE_BINS, expected_calibration_error, sigmoid
+from training.core.metrics import ECE_BINS, expected_calibration_error, sigmoid
 
 DEFAULT_OPERATING_POINT = "high_sensitivity"
 MIN_SENSITIVITY = 0.95  # missing pneumonia is the costly error

@@ -1,0 +1,1 @@
+"""brain_tumor_mri: FLAIR lesion segmentation (``/segment/mri``), kaggle_3m layout."""

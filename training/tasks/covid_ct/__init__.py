@@ -1,0 +1,1 @@
+"""covid_ct: COVID-19 chest CT classifier (``/classify/ct``), MosMedData layout."""

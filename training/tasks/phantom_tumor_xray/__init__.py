@@ -1,0 +1,1 @@
+"""phantom_tumor_xray: tumour tracking on 16-bit X-ray phantom frames (``/segment/xray``)."""

@@ -1,0 +1,1 @@
+"""pneumonia_xray: paediatric chest X-ray pneumonia classifier (``/classify/xray``)."""
