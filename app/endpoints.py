@@ -53,25 +53,36 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
-def for_model(name: str, table: Sequence[Endpoint] = ENDPOINTS) -> Endpoint | None:
+def _rows(table: Sequence[Endpoint] | None) -> Sequence[Endpoint]:
+    """``table``, or this module's ``ENDPOINTS`` as it is when called (a test may extend it)."""
+    return ENDPOINTS if table is None else table
+
+
+def for_model(name: str, table: Sequence[Endpoint] | None = None) -> Endpoint | None:
     """The table's row for ``name``, or None (the model is served by ``/v2`` only)."""
-    return next((e for e in table if e.model == name), None)
+    return next((e for e in _rows(table) if e.model == name), None)
 
 
-def for_path(path: str, table: Sequence[Endpoint] = ENDPOINTS) -> Endpoint:
+def path_of(name: str, table: Sequence[Endpoint] | None = None) -> str | None:
+    """The upload path serving ``name`` (what its card's ``endpoint`` says), or None."""
+    row = for_model(name, table)
+    return row.path if row else None
+
+
+def for_path(path: str, table: Sequence[Endpoint] | None = None) -> Endpoint:
     """The row for ``path`` (KeyError if the table has none)."""
-    for e in table:
+    for e in _rows(table):
         if e.path == path:
             return e
     raise KeyError(path)
 
 
-def of_task(task: Task, table: Sequence[Endpoint] = ENDPOINTS) -> tuple[Endpoint, ...]:
-    return tuple(e for e in table if e.task == task)
+def of_task(task: Task, table: Sequence[Endpoint] | None = None) -> tuple[Endpoint, ...]:
+    return tuple(e for e in _rows(table) if e.task == task)
 
 
 def card_disagreement(
-    name: str, card_task: str, card_endpoint: str | None, table: Sequence[Endpoint] = ENDPOINTS
+    name: str, card_task: str, card_endpoint: str | None, table: Sequence[Endpoint] | None = None
 ) -> str | None:
     """Why a card cannot serve as ``name`` under this table, or None when it agrees."""
     row = for_model(name, table)

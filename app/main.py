@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app import __version__
+from app import endpoints as endpoint_table
 from app.config import Settings, get_settings
-from app.endpoints import ENDPOINTS, Endpoint, check_table
+from app.endpoints import Endpoint, check_table
 from app.errors import MedserveError
 from app.limiter import InferenceLimiter
 from app.logs import configure_logging
@@ -77,14 +78,15 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: Settings | None = None, endpoints: Sequence[Endpoint] = ENDPOINTS
+    settings: Settings | None = None, endpoints: Sequence[Endpoint] | None = None
 ) -> FastAPI:
     """Build the ASGI app. The registry is built in the lifespan, once per process.
 
-    ``endpoints`` is the upload endpoint table (app/endpoints.py); the routes and the registry's
-    readiness both come from it.
+    ``endpoints`` is the upload endpoint table (default: ``app.endpoints.ENDPOINTS``); the routes
+    and the registry's readiness both come from it.
     """
     settings = settings or get_settings()
+    endpoints = endpoint_table.ENDPOINTS if endpoints is None else endpoints
     check_table(endpoints)
     configure_logging(settings.log_level)
     metrics = Metrics()

@@ -20,7 +20,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.endpoints import ENDPOINTS, Endpoint, card_disagreement
+from app.endpoints import Endpoint, card_disagreement
 from app.errors import ModelNotReady, NotFound
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
 
@@ -115,7 +115,7 @@ def session_options(settings: Settings) -> ort.SessionOptions:
 
 
 def load_entry(
-    name: str, path: Path, settings: Settings, table: Sequence[Endpoint] = ENDPOINTS
+    name: str, path: Path, settings: Settings, table: Sequence[Endpoint] | None = None
 ) -> ModelEntry:
     """Verify and load one version folder; never raises, records the reason instead."""
     entry = ModelEntry(name=name, version=path.name, path=path)
@@ -216,7 +216,7 @@ def measure_explain_latency(entry: ModelEntry, graph_batch: object, batch: int) 
         return
 
 
-def build_registry(settings: Settings, table: Sequence[Endpoint] = ENDPOINTS) -> Registry:
+def build_registry(settings: Settings, table: Sequence[Endpoint] | None = None) -> Registry:
     """Discover and load every model under ``settings.model_dir``, checked against ``table``."""
     registry = Registry()
     root = settings.model_dir

@@ -19,11 +19,16 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from fastapi.testclient import TestClient
+
+from app import endpoints
 from app.config import Settings
+from app.endpoints import Endpoint
 from app.imaging.card import CARD_FILE, Intensity, ModelCard, Preprocessing
 from app.imaging.limits import DecodeLimits
 from app.imaging.preprocess import preprocess_image
 from app.imaging.readers import decode_image
+from app.main import create_app
 from app.registry import load_entry
 from training import cli, tasks
 from training.core.card import CardTemplate, RunInfo
@@ -40,7 +45,6 @@ CARD = CardTemplate(
     name=NAME,
     task="binary_classification",
     modality="MR",
-    endpoint="/classify/knee",
     labels=LABELS,
     dataset="tiny_knee_synthetic",
     intended_use="A test's throwaway model: never served to anyone.",
@@ -165,8 +169,13 @@ TASK = Task(
 # --------------------------------------------------------------------------- the test
 
 
+# ...and its row in the endpoint table (app/endpoints.py): the one line outside the task folder.
+ROW = Endpoint("/classify/knee", NAME, "binary_classification", "Knee effusion (a test's model).")
+
+
 @pytest.fixture
-def registered() -> Iterator[Task]:
+def registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[Task]:
+    monkeypatch.setattr(endpoints, "ENDPOINTS", (*endpoints.ENDPOINTS, ROW))
     tasks.register(TASK)
     yield TASK
     tasks.unregister(NAME)
@@ -200,10 +209,16 @@ def test_a_fifth_task_trains_exports_and_evaluates_through_the_same_machinery(
     assert "note.txt" in card.files and not list(out.glob(".staging-*"))
     entry = load_entry(NAME, path, Settings(model_dir=out))
     assert entry.ready, entry.reason  # the service's registry loads it (hashes, self-test)
-    # TODO(lead, issue #19): once app/endpoints.py (the endpoint table) is in main, add
-    # "/classify/knee" -> tiny_knee_mri there in this test and call it through create_app's
-    # TestClient; until then the registry only loads it (a model without a table entry is not
-    # served).
+    # ...and the service serves it at its row's path, as it serves the four demo models
+    film = next(data.glob("knee/test/1/*.png")).read_bytes()
+    with TestClient(create_app(Settings(model_dir=out))) as client:
+        summary = {m["name"]: m for m in client.get("/models").json()}[NAME]
+        answer = client.post(ROW.path, content=film)
+    assert summary["ready"] and summary["endpoint"] == ROW.path
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"]["name"] == NAME and body["label"] in LABELS
+    assert 0.0 <= body["probability"] <= 1.0
 
     capsys.readouterr()
     assert cli.main(["evaluate", "knee", "--model", str(path), "--data", str(data)]) == 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.endpoints import path_of
 from app.imaging.card import (
     CARD_FILE,
     MODEL_FILE,
@@ -45,7 +46,6 @@ class CardTemplate:
     name: str
     task: str
     modality: str
-    endpoint: str
     labels: tuple[str, str]
     dataset: str
     intended_use: str
@@ -96,7 +96,7 @@ def card_fields(
         "version": version,
         "task": template.task,
         "modality": template.modality,
-        "endpoint": template.endpoint,
+        "endpoint": path_of(template.name),  # the endpoint table's row (app/endpoints.py)
         "input": {
             "layout": template.layout,
             "shape": [None, *prep.size, prep.channels],

@@ -2,17 +2,30 @@
 
 ``get(name)`` takes the model name (``pneumonia_xray``, ``covid_ct``, ``brain_tumor_mri``,
 ``phantom_tumor_xray``) or an old alias (``pneumonia``, ``brain_mri``, ``phantom``);
-``register(task)`` adds one (a fifth model's folder, or a test's throwaway task). Declarations
-import no TensorFlow: that happens inside ``train``.
+Every folder here with a ``task.py`` declaring ``TASK`` is found by itself, so a fifth model is
+its folder and nothing else; ``register(task)`` adds one from elsewhere (a test's throwaway
+task). Declarations import no TensorFlow: that happens inside ``train``.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from training.core.task import Task
 
-BUILTIN = ("pneumonia_xray", "covid_ct", "brain_tumor_mri", "phantom_tumor_xray")
+# The demo models, listed first in help; any other folder with a task.py follows by name.
+DEMO = ("pneumonia_xray", "covid_ct", "brain_tumor_mri", "phantom_tumor_xray")
+
+
+def _folders() -> list[str]:
+    found = sorted(
+        p.name
+        for p in Path(__file__).resolve().parent.iterdir()
+        if (p / "task.py").is_file() and not p.name.startswith(("_", "."))
+    )
+    return [n for n in DEMO if n in found] + [n for n in found if n not in DEMO]
+
 
 _TASKS: dict[str, Task] = {}
 _ALIASES: dict[str, str] = {}
@@ -37,13 +50,13 @@ def unregister(name: str) -> None:
 
 
 def _load_builtin() -> None:
-    for name in BUILTIN:
+    for name in _folders():
         if name not in _TASKS:
             register(importlib.import_module(f"training.tasks.{name}.task").TASK)
 
 
 def names() -> list[str]:
-    """Every registered model name (the built-in four first)."""
+    """Every registered model name (the four demo models first)."""
     _load_builtin()
     return list(_TASKS)
 

@@ -27,7 +27,6 @@ BRAIN_CARD = CardTemplate(
     name="brain_tumor_mri",
     task="binary_segmentation",
     modality="MR",
-    endpoint="/segment/mri",
     labels=("NO_LESION", "LESION"),
     dataset="kaggle_3m_lgg_flair",
     default_operating_point="balanced",

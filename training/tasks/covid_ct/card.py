@@ -42,7 +42,6 @@ COVID_CT_CARD = CardTemplate(
     name=NAME,
     task="binary_classification",
     modality="CT",
-    endpoint="/classify/ct",
     labels=("NEGATIVE", "COVID19"),
     dataset="mosmeddata",
     layout="NDHWC",

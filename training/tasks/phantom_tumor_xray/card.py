@@ -29,7 +29,6 @@ PHANTOM_CARD = CardTemplate(
     name=NAME,
     task="binary_segmentation",
     modality="XR",
-    endpoint="/segment/xray",
     labels=("NO_TUMOUR", "TUMOUR"),
     dataset="xray_phantom_tumour",
     intended_use=(

@@ -23,7 +23,6 @@ PNEUMONIA_CARD = CardTemplate(
     name="pneumonia_xray",
     task="binary_classification",
     modality="XR",
-    endpoint="/classify/xray",
     labels=("NORMAL", "PNEUMONIA"),
     dataset="kermany_chest_xray",
     intended_use=(
