@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         4096, ge=1, description="Open connections (and tasks) before uvicorn answers 503"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ood_policy: Literal["warn", "refuse"] = Field(
+        "warn",
+        description=(
+            "An input the model card's OOD check finds out of distribution is answered with a "
+            "warning (warn) or refused with 422 out_of_distribution (refuse)"
+        ),
+    )
 
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod

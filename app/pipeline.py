@@ -17,6 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from app import dicom_out
+from app.errors import OutOfDistribution
 from app.imaging.conformance import conformance_warnings
 from app.imaging.encode import mask_png, overlay_png, rle_encode
 from app.imaging.limits import DecodeLimits
@@ -54,6 +55,53 @@ class Timer:
         return {**self.stages, "total": round((time.perf_counter() - self._start) * 1000, 3)}
 
 
+@dataclass(frozen=True)
+class OodResult:
+    """The card's OOD check on one input: higher score = further from the training data."""
+
+    score: float
+    threshold: float
+    in_distribution: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "in_distribution": self.in_distribution,
+        }
+
+
+OOD_WARNING = {
+    "code": "out_of_distribution",
+    "detail": "the input lies outside the model's training data (OOD score above the "
+    "model card's threshold); the answer may not be trustworthy",
+}
+
+
+def assess_ood(
+    entry: ModelEntry, batch: np.ndarray, features: np.ndarray | None, policy: str
+) -> OodResult | None:
+    """The ood step: score the input from the model's features and its tensor; None for a
+    card without an ``ood`` section. Under ``policy`` ``refuse`` an input found out of
+    distribution raises ``OutOfDistribution`` (422) with the score."""
+    card = entry.card
+    if card is None or card.ood is None or features is None:
+        return None
+    value = entry.ood_score(features[0], batch[0])
+    result = OodResult(value, card.ood.threshold, value <= card.ood.threshold)
+    if not result.in_distribution and policy == "refuse":
+        raise OutOfDistribution(
+            f"the input is out of the model's distribution: OOD score {value:.4g} is above "
+            f"the threshold {card.ood.threshold:.4g}",
+            extra={"ood": result.as_dict()},
+        )
+    return result
+
+
+def ood_warnings(result: OodResult | None) -> list[dict[str, str]]:
+    return [] if result is None or result.in_distribution else [dict(OOD_WARNING)]
+
+
 @dataclass
 class Classified:
     item: Image2D | Volume
@@ -62,6 +110,7 @@ class Classified:
     warnings: list[dict[str, str]]
     timing_ms: dict[str, float]
     dicom: list[bytes] = field(default_factory=list)
+    ood: OodResult | None = None
 
 
 def upload_sha256(parts: Sequence[bytes]) -> str:
@@ -87,8 +136,10 @@ def _run(
     metrics: Metrics,
     timer: Timer,
     dicom: bool,
-) -> tuple[Image2D | Volume, np.ndarray]:
-    """decode → preprocess → session.run, each stage timed; the input and the raw output.
+    ood_policy: str = "warn",
+) -> tuple[Image2D | Volume, np.ndarray, OodResult | None]:
+    """decode → preprocess → session.run (→ the ood step), each stage timed; the input, the
+    raw output 0 and the OOD result (None for a card without an ``ood`` section).
 
     With ``dicom`` (a DICOM result is wanted) the card's codes and a DICOM upload are checked
     before any work is spent on the model (406 otherwise)."""
@@ -102,10 +153,11 @@ def _run(
     timer.lap("decode")
     batch = preprocess(item, card.input.preprocessing, card.input.layout)
     timer.lap("preprocess")
-    output = entry.run(batch)
+    output, features = entry.run_with_features(batch)
     timer.lap("inference")
     metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
-    return item, output
+    ood = assess_ood(entry, batch, features, ood_policy)
+    return item, output, ood
 
 
 def classify(
@@ -115,23 +167,24 @@ def classify(
     limits: DecodeLimits,
     metrics: Metrics,
     dicom: bool = False,
+    ood_policy: str = "warn",
 ) -> Classified:
     """One classification request, stage by stage, with timings; with ``dicom`` also the
     decision as an SR (Part 10 bytes)."""
     card = entry.card
     assert card is not None
     timer = Timer()
-    item, output = _run(entry, parts, limits, metrics, timer, dicom)
+    item, output, ood = _run(entry, parts, limits, metrics, timer, dicom, ood_policy)
     decision = decide(classification_logit(output, card), card, operating_point)
-    warnings = conformance_warnings(item, card)
+    warnings = conformance_warnings(item, card) + ood_warnings(ood)
     timer.lap("postprocess")
     objects = []
     if dicom:
         sources = dicom_out.require_source(item).datasets
-        report = dicom_out.classification_report(sources, card, decision, warnings)
+        report = dicom_out.classification_report(sources, card, decision, warnings, ood=ood)
         objects.append(dicom_out.encode(report))
         timer.lap("dicom_out")
-    return Classified(item, upload_sha256(parts), decision, warnings, timer.total(), objects)
+    return Classified(item, upload_sha256(parts), decision, warnings, timer.total(), objects, ood)
 
 
 @dataclass
@@ -144,6 +197,7 @@ class Segmented:
     warnings: list[dict[str, str]]
     timing_ms: dict[str, float]
     dicom: list[bytes] = field(default_factory=list)
+    ood: OodResult | None = None
 
 
 def segment(
@@ -154,6 +208,7 @@ def segment(
     limits: DecodeLimits,
     metrics: Metrics,
     dicom: frozenset[str] = frozenset(),
+    ood_policy: str = "warn",
 ) -> Segmented:
     """One segmentation request: the mask at the input's resolution plus the encodings asked
     for (any of ``rle``, ``png``, ``png_bytes``, ``overlay_bytes``), and the DICOM results in
@@ -161,7 +216,7 @@ def segment(
     card = entry.card
     assert card is not None and card.pixel_threshold is not None
     timer = Timer()
-    item, output = _run(entry, parts, limits, metrics, timer, bool(dicom))
+    item, output, ood = _run(entry, parts, limits, metrics, timer, bool(dicom), ood_policy)
     assert isinstance(item, Image2D)
     probs = probability_map(output, card)
     decision = decide(lesion_logit(probs), card, operating_point)
@@ -176,7 +231,7 @@ def segment(
     if "overlay_bytes" in encodings:
         plane = select_channel(item.pixels, card.input.preprocessing.channel_index)
         encoded["overlay_bytes"] = overlay_png(plane, summary.mask)
-    warnings = conformance_warnings(item, card)
+    warnings = conformance_warnings(item, card) + ood_warnings(ood)
     timer.lap("postprocess")
     objects = []
     if dicom:
@@ -185,12 +240,20 @@ def segment(
         objects.append(dicom_out.encode(seg))
         if "sr" in dicom:
             report = dicom_out.segmentation_report(
-                sources[0], card, decision, summary, seg, warnings
+                sources[0], card, decision, summary, seg, warnings, ood=ood
             )
             objects.append(dicom_out.encode(report))
         timer.lap("dicom_out")
     return Segmented(
-        item, upload_sha256(parts), decision, summary, encoded, warnings, timer.total(), objects
+        item,
+        upload_sha256(parts),
+        decision,
+        summary,
+        encoded,
+        warnings,
+        timer.total(),
+        objects,
+        ood,
     )
 
 
@@ -235,7 +298,7 @@ def analyze_series(
         result = classify(entry, parts, operating_point, limits, metrics)
         sources = dicom_out.require_source(result.item).datasets
         report = dicom_out.classification_report(
-            sources, card, result.decision, result.warnings, uids
+            sources, card, result.decision, result.warnings, uids, ood=result.ood
         )
         summary = {**_summary(result.decision, result.warnings), "instances": len(sources)}
         timer.lap("series")
@@ -266,7 +329,9 @@ def analyze_series(
             headers.extend(dicom_out.require_source(one.item).datasets)
             classified.append(one)
         top = max(classified, key=lambda c: c.decision.probability)
-        obj = dicom_out.classification_report(headers, card, top.decision, top.warnings, uids)
+        obj = dicom_out.classification_report(
+            headers, card, top.decision, top.warnings, uids, ood=top.ood
+        )
         summary = {
             **_summary(top.decision, top.warnings),
             "instances": len(headers),

@@ -89,6 +89,12 @@ class Timing(BaseModel):
     total: float
 
 
+class OodOut(BaseModel):
+    score: float = Field(description="OOD score; higher = further from the training data")
+    threshold: float = Field(description="The model card's threshold")
+    in_distribution: bool = Field(description="score <= threshold")
+
+
 class Prediction(BaseModel):
     """Fields every successful inference response carries."""
 
@@ -102,6 +108,13 @@ class Prediction(BaseModel):
     operating_point: OperatingPointOut
     warnings: list[WarningOut]
     timing_ms: Timing
+    ood: OodOut | None = Field(
+        None, description="The card's out-of-distribution check (absent without one)"
+    )
+
+    def to_json(self) -> str:
+        """The body as JSON; ``ood`` left out for a model whose card has no OOD check."""
+        return self.model_dump_json(exclude=None if self.ood is not None else {"ood"})
 
 
 class ClassificationResponse(Prediction):

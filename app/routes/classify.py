@@ -21,6 +21,7 @@ from app.routes.common import (
     input_info,
     model_ref,
     negotiate,
+    ood_out,
     warnings_out,
 )
 from app.schemas import ClassificationResponse, Timing
@@ -49,9 +50,12 @@ def _add_classifier(path: str, model: str, description: str) -> None:
         wanted = negotiate(request, _OFFERS)
         entry, point = await accept(request, services, model, operating_point)
         metrics = services.metrics
+        policy = services.settings.ood_policy
 
         def run(parts: list[bytes], limits: DecodeLimits) -> Classified:
-            return classify(entry, parts, point, limits, metrics, wanted == DICOM)
+            return classify(
+                entry, parts, point, limits, metrics, wanted == DICOM, ood_policy=policy
+            )
 
         result = await infer(request, services, entry, run)
         if wanted == DICOM:
@@ -62,9 +66,10 @@ def _add_classifier(path: str, model: str, description: str) -> None:
             input=input_info(result.item, result.upload_sha256),
             warnings=warnings_out(result.warnings),
             timing_ms=Timing(**result.timing_ms),
+            ood=ood_out(result.ood),
             **decision_fields(result.decision),
         )
-        return Response(body.model_dump_json(), media_type="application/json")
+        return Response(body.to_json(), media_type="application/json")
 
     router.add_api_route(
         path,

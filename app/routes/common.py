@@ -20,8 +20,9 @@ from app.errors import MedserveError, NotAcceptable, Overloaded
 from app.imaging.limits import DecodeLimits
 from app.imaging.postprocess import Decision, resolve_operating_point
 from app.imaging.types import Image2D, Volume
+from app.pipeline import OodResult
 from app.registry import ModelEntry
-from app.schemas import InputInfo, ModelRef, OperatingPointOut, Problem, WarningOut
+from app.schemas import InputInfo, ModelRef, OodOut, OperatingPointOut, Problem, WarningOut
 from app.upload import read_upload
 
 log = logging.getLogger("medserve.audit")
@@ -127,6 +128,11 @@ def decision_fields(decision: Decision) -> dict[str, Any]:
 
 def warnings_out(warnings: list[dict[str, str]]) -> list[WarningOut]:
     return [WarningOut(**w) for w in warnings]
+
+
+def ood_out(ood: OodResult | None) -> OodOut | None:
+    """The answer's ``ood`` field (None for a card without an OOD check)."""
+    return None if ood is None else OodOut(**ood.as_dict())
 
 
 # --------------------------------------------------------------------------- content negotiation
@@ -244,6 +250,9 @@ def result_summary(result: Inferred) -> dict[str, Any]:
     mask = getattr(result, "summary", None)
     if mask is not None:
         summary["mask_area_px"] = mask.area_px
+    ood = getattr(result, "ood", None)
+    if isinstance(ood, OodResult):
+        summary["ood"] = ood.as_dict()
     return summary
 
 

@@ -26,6 +26,7 @@ from app.routes.common import (
     input_info,
     model_ref,
     negotiate,
+    ood_out,
     warnings_out,
 )
 from app.schemas import RLE, MaskOut, SegmentationResponse, Timing
@@ -74,9 +75,10 @@ def _json(request: Request, entry: ModelEntry, result: Segmented) -> Response:
             rle=RLE(**rle) if rle else None,
             png_base64=result.encoded.get("png_base64"),
         ),
+        ood=ood_out(result.ood),
         **decision_fields(result.decision),
     )
-    return Response(body.model_dump_json(), media_type="application/json")
+    return Response(body.to_json(), media_type="application/json")
 
 
 MaskFormatQuery = Annotated[
@@ -108,9 +110,12 @@ def _add_segmenter(path: str, model: str, description: str) -> None:
             encodings = frozenset()
         dicom = _DICOM_OBJECTS.get(wanted, frozenset())
         metrics = services.metrics
+        policy = services.settings.ood_policy
 
         def run(parts: list[bytes], limits: DecodeLimits) -> Segmented:
-            return segment(entry, parts, point, encodings, limits, metrics, dicom)
+            return segment(
+                entry, parts, point, encodings, limits, metrics, dicom, ood_policy=policy
+            )
 
         result = await infer(request, services, entry, run)
         if dicom:
