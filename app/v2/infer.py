@@ -307,8 +307,6 @@ def run_infer(
         head["id"] = request_id
     if options.postprocess:
         head["parameters"] = {"operating_point": options.operating_point}
-        if card.ood is not None:
-            head["parameters"]["ood_threshold"] = card.ood.threshold
     outputs = [OutputTensor(name, tensors[name], binary) for name, binary in chosen]
     out_body, out_header_length = encode_response(head, outputs)
     encoding = response_encoding(accept_encoding)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -151,19 +152,23 @@ def _max_value(card: ModelCard) -> float:
     return float(2**bits - 1)
 
 
+@lru_cache(maxsize=16)
+def _generated(name: str, count: int, seed: int) -> tuple[Item, ...]:
+    """``count`` decoded cases of generator ``name`` (cached: the OOD sets of several models
+    made in one process share them)."""
+    with tempfile.TemporaryDirectory(prefix="medserve-ood-") as tmp:
+        root = Path(tmp)
+        data.generate(name, root, max(count, 6), seed)
+        files = [p for p, _, _ in data.files(name, root)]
+        step = max(1, len(files) // count)
+        return tuple(data.decode_any(p) for p in files[::step][:count])
+
+
 def _other_modalities(card: ModelCard, n: int, seed: int) -> list[Item]:
     """Decoded images of the other three models' generators (about ``n`` in all)."""
-    items: list[Item] = []
     others = [m for m in data.GENERATED if m != card.name]
     per = max(1, n // len(others))
-    for other in others:
-        with tempfile.TemporaryDirectory(prefix="medserve-ood-") as tmp:
-            root = Path(tmp)
-            data.generate(other, root, max(per, 6), seed)
-            files = [p for p, _, _ in data.files(other, root)][:per]
-            for p in files:
-                items.append(data.decode_any(p))
-    return items
+    return [item for other in others for item in _generated(other, per, seed)]
 
 
 def _as_plane(item: Item) -> np.ndarray:
