@@ -112,9 +112,7 @@ def tensor(card: ModelCard, item: Image2D | Volume) -> np.ndarray:
     return np.asarray(preprocess(item, card.input.preprocessing, card.input.layout)[0])
 
 
-def in_distribution(
-    card: ModelCard, n: int, seed: int, keep_raw: int | None = 0
-) -> InDistribution:
+def in_distribution(card: ModelCard, n: int, seed: int, keep_raw: int | None = 0) -> InDistribution:
     """``n`` synthetic cases of ``card``'s model made with ``seed``, preprocessed; the first
     ``keep_raw`` decoded items are kept too (all of them with None)."""
     with tempfile.TemporaryDirectory(prefix="medserve-ood-") as tmp:
