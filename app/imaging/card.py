@@ -225,7 +225,7 @@ class OodSpec(_Strict):
     output: str = Field(min_length=1, description="Name of the extra ONNX output (features)")
     statistics_file: str = Field(min_length=1)
     input_grid: list[int] = Field(min_length=2, max_length=3)
-    threshold: float = Field(gt=0)
+    threshold: float = Field(description="score > threshold: out of distribution")
     far: float | None = Field(None, ge=0, le=1, description="False-alarm rate on validation")
     auroc: float | None = Field(None, ge=0, le=1, description="On the OOD set made at export")
 
