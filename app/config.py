@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         8, ge=1, description="Occluded inputs per session.run when explaining (batch size)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ood_policy: Literal["warn", "refuse"] = Field(
+        "warn",
+        description=(
+            "An input the model card's OOD check finds out of distribution is answered with a "
+            "warning (warn) or refused with 422 out_of_distribution (refuse)"
+        ),
+    )
 
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "inconsistent_series": (422, "Inconsistent series"),
     "unknown_operating_point": (422, "Unknown operating point"),
     "validation_error": (422, "Validation error"),
+    "out_of_distribution": (422, "Out of distribution"),
     "model_not_ready": (503, "Model not ready"),
     "overloaded": (503, "Overloaded"),
     "pacs_not_configured": (503, "PACS not configured"),
@@ -134,3 +135,10 @@ class ModelNotReady(MedserveError):
 
 class Overloaded(MedserveError):
     code = "overloaded"
+
+
+class OutOfDistribution(MedserveError):
+    """The input lies outside the model's training distribution and the policy refuses it;
+    ``extra`` carries ``ood`` (score, threshold, in_distribution) for the problem body."""
+
+    code = "out_of_distribution"

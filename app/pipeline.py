@@ -17,6 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from app import dicom_out
+from app.errors import OutOfDistribution
 from app.imaging.conformance import conformance_warnings
 from app.imaging.encode import mask_png, overlay_png, rle_encode
 from app.imaging.explain import Explanation, occlusion, probability_explanation
@@ -55,6 +56,53 @@ class Timer:
         return {**self.stages, "total": round((time.perf_counter() - self._start) * 1000, 3)}
 
 
+@dataclass(frozen=True)
+class OodResult:
+    """The card's OOD check on one input: higher score = further from the training data."""
+
+    score: float
+    threshold: float
+    in_distribution: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "in_distribution": self.in_distribution,
+        }
+
+
+OOD_WARNING = {
+    "code": "out_of_distribution",
+    "detail": "the input lies outside the model's training data (OOD score above the "
+    "model card's threshold); the answer may not be trustworthy",
+}
+
+
+def assess_ood(
+    entry: ModelEntry, batch: np.ndarray, features: np.ndarray | None, policy: str
+) -> OodResult | None:
+    """The ood step: score the input from the model's features and its tensor; None for a
+    card without an ``ood`` section. Under ``policy`` ``refuse`` an input found out of
+    distribution raises ``OutOfDistribution`` (422) with the score."""
+    card = entry.card
+    if card is None or card.ood is None or features is None:
+        return None
+    value = entry.ood_score(features[0], batch[0])
+    result = OodResult(value, card.ood.threshold, value <= card.ood.threshold)
+    if not result.in_distribution and policy == "refuse":
+        raise OutOfDistribution(
+            f"the input is out of the model's distribution: OOD score {value:.4g} is above "
+            f"the threshold {card.ood.threshold:.4g}",
+            extra={"ood": result.as_dict()},
+        )
+    return result
+
+
+def ood_warnings(result: OodResult | None) -> list[dict[str, str]]:
+    return [] if result is None or result.in_distribution else [dict(OOD_WARNING)]
+
+
 @dataclass
 class Classified:
     item: Image2D | Volume
@@ -64,6 +112,7 @@ class Classified:
     timing_ms: dict[str, float]
     dicom: list[bytes] = field(default_factory=list)
     explanation: Explanation | None = None
+    ood: OodResult | None = None
 
 
 def upload_sha256(parts: Sequence[bytes]) -> str:
@@ -89,9 +138,11 @@ def _run(
     metrics: Metrics,
     timer: Timer,
     dicom: bool,
-) -> tuple[Image2D | Volume, np.ndarray, np.ndarray]:
-    """decode → preprocess → session.run, each stage timed; the input, the model-input batch
-    and the raw output.
+    ood_policy: str = "warn",
+) -> tuple[Image2D | Volume, np.ndarray, np.ndarray, OodResult | None]:
+    """decode → preprocess → session.run (→ the ood step), each stage timed; the input, the
+    model-input batch, the raw output 0 and the OOD result (None for a card without an ``ood``
+    section).
 
     With ``dicom`` (a DICOM result is wanted) the card's codes and a DICOM upload are checked
     before any work is spent on the model (406 otherwise)."""
@@ -105,10 +156,11 @@ def _run(
     timer.lap("decode")
     batch = preprocess(item, card.input.preprocessing, card.input.layout)
     timer.lap("preprocess")
-    output = entry.run(batch)
+    output, features = entry.run_with_features(batch)
     timer.lap("inference")
     metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
-    return item, batch, output
+    ood = assess_ood(entry, batch, features, ood_policy)
+    return item, batch, output, ood
 
 
 def classify(
@@ -119,6 +171,7 @@ def classify(
     metrics: Metrics,
     dicom: bool = False,
     explain_budget_ms: float | None = None,
+    ood_policy: str = "warn",
 ) -> Classified:
     """One classification request, stage by stage, with timings; with ``dicom`` also the
     decision as an SR (Part 10 bytes); with ``explain_budget_ms`` an occlusion map computed
@@ -126,9 +179,9 @@ def classify(
     card = entry.card
     assert card is not None
     timer = Timer()
-    item, batch, output = _run(entry, parts, limits, metrics, timer, dicom)
+    item, batch, output, ood = _run(entry, parts, limits, metrics, timer, dicom, ood_policy)
     decision = decide(classification_logit(output, card), card, operating_point)
-    warnings = conformance_warnings(item, card)
+    warnings = conformance_warnings(item, card) + ood_warnings(ood)
     timer.lap("postprocess")
     explanation = None
     if explain_budget_ms is not None:
@@ -137,11 +190,18 @@ def classify(
     objects = []
     if dicom:
         sources = dicom_out.require_source(item).datasets
-        report = dicom_out.classification_report(sources, card, decision, warnings)
+        report = dicom_out.classification_report(sources, card, decision, warnings, ood=ood)
         objects.append(dicom_out.encode(report))
         timer.lap("dicom_out")
     return Classified(
-        item, upload_sha256(parts), decision, warnings, timer.total(), objects, explanation
+        item,
+        upload_sha256(parts),
+        decision,
+        warnings,
+        timer.total(),
+        objects,
+        explanation=explanation,
+        ood=ood,
     )
 
 
@@ -190,6 +250,7 @@ class Segmented:
     timing_ms: dict[str, float]
     dicom: list[bytes] = field(default_factory=list)
     explanation: Explanation | None = None
+    ood: OodResult | None = None
 
 
 def segment(
@@ -201,6 +262,7 @@ def segment(
     metrics: Metrics,
     dicom: frozenset[str] = frozenset(),
     explain: bool = False,
+    ood_policy: str = "warn",
 ) -> Segmented:
     """One segmentation request: the mask at the input's resolution plus the encodings asked
     for (any of ``rle``, ``png``, ``png_bytes``, ``overlay_bytes``), and the DICOM results in
@@ -209,7 +271,7 @@ def segment(
     card = entry.card
     assert card is not None and card.pixel_threshold is not None
     timer = Timer()
-    item, _, output = _run(entry, parts, limits, metrics, timer, bool(dicom))
+    item, _, output, ood = _run(entry, parts, limits, metrics, timer, bool(dicom), ood_policy)
     assert isinstance(item, Image2D)
     probs = probability_map(output, card)
     decision = decide(lesion_logit(probs), card, operating_point)
@@ -224,7 +286,7 @@ def segment(
     if "overlay_bytes" in encodings:
         plane = select_channel(item.pixels, card.input.preprocessing.channel_index)
         encoded["overlay_bytes"] = overlay_png(plane, summary.mask)
-    warnings = conformance_warnings(item, card)
+    warnings = conformance_warnings(item, card) + ood_warnings(ood)
     timer.lap("postprocess")
     explanation = None
     if explain:
@@ -238,7 +300,7 @@ def segment(
         objects.append(dicom_out.encode(seg))
         if "sr" in dicom:
             report = dicom_out.segmentation_report(
-                sources[0], card, decision, summary, seg, warnings
+                sources[0], card, decision, summary, seg, warnings, ood=ood
             )
             objects.append(dicom_out.encode(report))
         timer.lap("dicom_out")
@@ -252,6 +314,7 @@ def segment(
         timer.total(),
         objects,
         explanation,
+        ood,
     )
 
 
@@ -296,7 +359,7 @@ def analyze_series(
         result = classify(entry, parts, operating_point, limits, metrics)
         sources = dicom_out.require_source(result.item).datasets
         report = dicom_out.classification_report(
-            sources, card, result.decision, result.warnings, uids
+            sources, card, result.decision, result.warnings, uids, ood=result.ood
         )
         summary = {**_summary(result.decision, result.warnings), "instances": len(sources)}
         timer.lap("series")
@@ -327,7 +390,9 @@ def analyze_series(
             headers.extend(dicom_out.require_source(one.item).datasets)
             classified.append(one)
         top = max(classified, key=lambda c: c.decision.probability)
-        obj = dicom_out.classification_report(headers, card, top.decision, top.warnings, uids)
+        obj = dicom_out.classification_report(
+            headers, card, top.decision, top.warnings, uids, ood=top.ood
+        )
         summary = {
             **_summary(top.decision, top.warnings),
             "instances": len(headers),

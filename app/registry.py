@@ -23,6 +23,8 @@ from app.config import Settings
 from app.endpoints import Endpoint, card_disagreement
 from app.errors import ModelNotReady, NotFound
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
+from app.imaging.ood import OodStats
+from app.imaging.ood import score as ood_score
 
 log = logging.getLogger("medserve.registry")
 
@@ -41,6 +43,7 @@ class ModelEntry:
     reason: str | None = None
     explain_batch: int = 1  # occluded inputs per session.run (the graph's batch size if fixed)
     explain_ms_per_item: float = 0.0  # measured at load, per input of a batch that size
+    ood_stats: OodStats | None = None
 
     @property
     def sha256(self) -> str | None:
@@ -50,8 +53,30 @@ class ModelEntry:
         """Run the model on one preprocessed batch (the card's layout) and return output 0."""
         if not self.ready or self.session is None or self.input_name is None:
             raise ModelNotReady(f"model {self.name} is not ready")
-        out: list[Any] = self.session.run(None, {self.input_name: batch})
+        out: list[Any] = self.session.run(self._output0, {self.input_name: batch})
         return np.asarray(out[0])
+
+    @property
+    def _output0(self) -> list[str]:
+        assert self.session is not None
+        return [self.session.get_outputs()[0].name]
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Output 0 and, when the card has an ``ood`` section, the features output (both with
+        the batch axis first); the features are None for a card without one."""
+        if not self.ready or self.session is None or self.input_name is None:
+            raise ModelNotReady(f"model {self.name} is not ready")
+        if self.card is None or self.card.ood is None:
+            return self.run(batch), None
+        names = [*self._output0, self.card.ood.output]
+        out: list[Any] = self.session.run(names, {self.input_name: batch})
+        return np.asarray(out[0]), np.asarray(out[1])
+
+    def ood_score(self, features: np.ndarray, x: np.ndarray) -> float:
+        """OOD score of one input from its features and preprocessed tensor (no batch axis)."""
+        assert self.card is not None and self.card.ood is not None and self.ood_stats is not None
+        ood = self.card.ood
+        return ood_score(self.ood_stats, features, x, self.card.input.layout, tuple(ood.input_grid))
 
 
 @dataclass
@@ -142,6 +167,7 @@ def load_entry(
         return entry
 
     model_bytes = b""
+    stats_bytes = b""
     for fname, digest in card.files.items():
         fpath = path / fname
         if not fpath.is_file():
@@ -153,6 +179,8 @@ def load_entry(
             return entry
         if fname == MODEL_FILE:
             model_bytes = data
+        if card.ood is not None and fname == card.ood.statistics_file:
+            stats_bytes = data
 
     try:
         session = ort.InferenceSession(
@@ -177,8 +205,10 @@ def load_entry(
         return entry
 
     shape = [1 if s is None else s for s in card_shape]
+    output0 = session.get_outputs()[0].name
+    probe = card.self_test.make_input(shape)
     try:
-        out = session.run(None, {input_name: card.self_test.make_input(shape)})[0]
+        out = session.run([output0], {input_name: probe})[0]
     except Exception as exc:
         entry.reason = f"self-test run failed ({type(exc).__name__})"
         return entry
@@ -189,6 +219,12 @@ def load_entry(
 
     entry.session = session
     entry.input_name = input_name
+    if card.ood is not None:
+        problem = _load_ood(entry, stats_bytes, probe)
+        if problem:
+            entry.session = None
+            entry.reason = problem
+            return entry
     entry.ready = True
     if card.task == "binary_classification":
         measure_explain_latency(entry, graph_shape[0], settings.explain_batch)
@@ -214,6 +250,29 @@ def measure_explain_latency(entry: ModelEntry, graph_batch: object, batch: int) 
         entry.explain_ms_per_item = (time.perf_counter() - start) * 1000 / size
         entry.explain_batch = size
         return
+
+
+def _load_ood(entry: ModelEntry, stats_bytes: bytes, probe: np.ndarray) -> str | None:
+    """Read the OOD statistics (already hash-checked) and score the self-test input once, so a
+    features output that does not fit the statistics is found at load; None when fine."""
+    assert entry.card is not None and entry.card.ood is not None and entry.session is not None
+    outputs = [o.name for o in entry.session.get_outputs()]
+    if outputs[-1] != entry.card.ood.output:
+        return "the card's ood output is not the graph's last output"
+    try:
+        entry.ood_stats = OodStats.from_bytes(stats_bytes)
+    except ValueError:
+        return "the ood statistics file is not valid"
+    entry.ready = True
+    try:
+        _, feats = entry.run_with_features(probe)
+        assert feats is not None
+        entry.ood_score(feats[0], probe[0])
+    except Exception as exc:  # shapes that disagree, a graph that cannot run the output
+        return f"ood self-test failed ({type(exc).__name__})"
+    finally:
+        entry.ready = False
+    return None
 
 
 def build_registry(settings: Settings, table: Sequence[Endpoint] | None = None) -> Registry:

@@ -90,6 +90,12 @@ class Timing(BaseModel):
     total: float
 
 
+class OodOut(BaseModel):
+    score: float = Field(description="OOD score; higher = further from the training data")
+    threshold: float = Field(description="The model card's threshold")
+    in_distribution: bool = Field(description="score <= threshold")
+
+
 class Prediction(BaseModel):
     """Fields every successful inference response carries."""
 
@@ -103,6 +109,9 @@ class Prediction(BaseModel):
     operating_point: OperatingPointOut
     warnings: list[WarningOut]
     timing_ms: Timing
+    ood: OodOut | None = Field(
+        None, description="The card's out-of-distribution check (absent without one)"
+    )
 
 
 class ExplanationOut(BaseModel):

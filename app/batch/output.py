@@ -43,6 +43,8 @@ _COMMON: list[tuple[str, pa.DataType]] = [
     ("operating_point", pa.string()),
     ("threshold", pa.float64()),
     ("warnings", pa.list_(_WARNING)),
+    ("ood_score", pa.float64()),
+    ("ood_in_distribution", pa.bool_()),
 ]
 _MASK: list[tuple[str, pa.DataType]] = [
     ("mask_height", pa.int32()),

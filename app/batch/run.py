@@ -93,11 +93,14 @@ class _Infer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["ok"], dtype=bool)
         tensors = [batch["tensor"][i : i + 1] for i in np.flatnonzero(ok)]
-        outputs, per_input_ms = stages.infer(self.entry, tensors)
+        outputs, ood_scores, per_input_ms = stages.infer(self.entry, tensors)
         out_shape = outputs[0].shape[1:] if outputs else (1,)
         stacked = np.zeros((len(ok), *out_shape), np.float32)
-        for i, o in zip(np.flatnonzero(ok), outputs, strict=True):
+        ood = np.full(len(ok), np.nan, np.float64)
+        for i, o, score in zip(np.flatnonzero(ok), outputs, ood_scores, strict=True):
             stacked[i] = o[0]
+            if score is not None:
+                ood[i] = score
         return {
             "id": batch["id"],
             "path": batch["path"],
@@ -105,6 +108,7 @@ class _Infer:
             "output": stacked,
             "ok": ok,
             "inference_ms": np.full(len(ok), per_input_ms, np.float64),
+            "ood_score": ood,
         }
 
 
@@ -115,7 +119,14 @@ def _finish(batch: dict[str, np.ndarray], model: dict[str, str], operating_point
     for i in range(len(batch["id"])):
         info = json.loads(str(batch["info"][i]))
         if batch["ok"][i]:
-            row = stages.finish(entry, info, batch["output"][i : i + 1], operating_point)
+            score = float(batch["ood_score"][i])
+            row = stages.finish(
+                entry,
+                info,
+                batch["output"][i : i + 1],
+                operating_point,
+                None if np.isnan(score) else score,
+            )
             row["timing_inference_ms"] = float(batch["inference_ms"][i])
         else:
             row = info

@@ -32,7 +32,7 @@ from app.imaging.postprocess import (
 )
 from app.imaging.preprocess import preprocess
 from app.metrics import Metrics
-from app.pipeline import analyze_series, decode_for, upload_sha256
+from app.pipeline import OodResult, analyze_series, decode_for, ood_warnings, upload_sha256
 from app.registry import ModelEntry
 
 log = logging.getLogger("medserve.batch")
@@ -88,28 +88,47 @@ def batched(entry: ModelEntry) -> bool:
     return not isinstance(first, int)
 
 
-def infer(entry: ModelEntry, tensors: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
+def infer(
+    entry: ModelEntry, tensors: Sequence[np.ndarray]
+) -> tuple[list[np.ndarray], list[float | None], float]:
     """Model outputs (a batch of one each, as ``entry.run`` gives them) for prepared inputs,
-    in one call where the graph takes a batch; and the inference time per input in ms."""
+    in one call where the graph takes a batch; the OOD score of each (None for a card without
+    an OOD check); and the inference time per input in ms."""
     if not tensors:
-        return [], 0.0
+        return [], [], 0.0
     start = time.perf_counter()
     if batched(entry) and len(tensors) > 1:
-        out = entry.run(np.concatenate(tensors, axis=0))
+        out, feats = entry.run_with_features(np.concatenate(tensors, axis=0))
         outputs = [out[i : i + 1] for i in range(len(tensors))]
+        features = [None if feats is None else feats[i : i + 1] for i in range(len(tensors))]
     else:
-        outputs = [entry.run(t) for t in tensors]
-    return outputs, round((time.perf_counter() - start) * 1000 / len(tensors), 3)
+        pairs = [entry.run_with_features(t) for t in tensors]
+        outputs, features = [o for o, _ in pairs], [f for _, f in pairs]
+    ms = round((time.perf_counter() - start) * 1000 / len(tensors), 3)
+    scores: list[float | None] = [
+        None if f is None else entry.ood_score(f[0], t[0])
+        for f, t in zip(features, tensors, strict=True)
+    ]
+    return outputs, scores, ms
 
 
 def finish(
-    entry: ModelEntry, info: dict[str, Any], output: np.ndarray, operating_point: str
+    entry: ModelEntry,
+    info: dict[str, Any],
+    output: np.ndarray,
+    operating_point: str,
+    ood_score: float | None = None,
 ) -> Row:
-    """A model output → the row's decision (and mask) columns, as the upload endpoint answers."""
+    """A model output → the row's decision (and mask) columns, as the upload endpoint answers
+    (with ``ood_score``, the OOD columns and warning too)."""
     card = entry.card
     assert card is not None
     start = time.perf_counter()
     row: Row = dict(info)
+    if ood_score is not None and card.ood is not None:
+        ood = OodResult(ood_score, card.ood.threshold, ood_score <= card.ood.threshold)
+        row.update(ood_score=round(ood_score, 4), ood_in_distribution=ood.in_distribution)
+        row["warnings"] = [*row.get("warnings", []), *ood_warnings(ood)]
     try:
         if card.task == "binary_segmentation":
             assert card.pixel_threshold is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import highdicom as hd
 import numpy as np
@@ -40,6 +40,43 @@ SENSITIVITY = hd.sr.CodedConcept("111088", "DCM", "Case Sensitivity")
 SPECIFICITY = hd.sr.CodedConcept("111090", "DCM", "Case Specificity")
 OPERATING_POINT = hd.sr.CodedConcept("111081", "DCM", "CAD Operating Point Description")
 AREA = hd.sr.CodedConcept("42798000", "SCT", "Area")
+# The OOD check (issue 20): whether the input suits the algorithm (within its training data),
+# with the score and its threshold. No standard concept names them: the private scheme says so;
+# the answer is SNOMED CT's Yes / No.
+OOD_SUITABLE = hd.sr.CodedConcept("OOD_SUITABLE", "99MEDSERVE", "Image suitable for the algorithm")
+OOD_SCORE = hd.sr.CodedConcept("OOD_SCORE", "99MEDSERVE", "Out-of-distribution score")
+OOD_THRESHOLD = hd.sr.CodedConcept("OOD_THRESHOLD", "99MEDSERVE", "Out-of-distribution threshold")
+YES = hd.sr.CodedConcept("373066001", "SCT", "Yes")
+NO = hd.sr.CodedConcept("373067005", "SCT", "No")
+
+
+class OodLike(Protocol):
+    """What the SR needs of the pipeline's OOD result."""
+
+    @property
+    def score(self) -> float: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def in_distribution(self) -> bool: ...
+
+
+def ood_rows(
+    ood: OodLike | None,
+) -> tuple[list[hd.sr.Measurement], list[hd.sr.QualitativeEvaluation]]:
+    """The OOD measurements (score, threshold) and the suitability evaluation; none without
+    an OOD result."""
+    if ood is None:
+        return [], []
+    measurements = [
+        _number(OOD_SCORE, min(ood.score, 1e15), NO_UNITS),
+        _number(OOD_THRESHOLD, ood.threshold, NO_UNITS),
+    ]
+    suitable = hd.sr.QualitativeEvaluation(
+        name=OOD_SUITABLE, value=YES if ood.in_distribution else NO
+    )
+    return measurements, [suitable]
+
 
 Group = (
     hd.sr.MeasurementsAndQualitativeEvaluations
@@ -153,17 +190,20 @@ def classification_report(
     decision: Decision,
     warnings: list[dict[str, str]],
     uids: ResultUIDs | None = None,
+    ood: OodLike | None = None,
 ) -> Dataset:
     """A classifier's decision as an SR: the finding present/absent at the operating point,
-    the probabilities and the point's figures, referencing every source instance (each slice
-    of a series)."""
+    the probabilities and the point's figures, the OOD check (score, threshold, whether the
+    image suits the algorithm) where the card has one, referencing every source instance
+    (each slice of a series)."""
+    ood_measurements, ood_evaluations = ood_rows(ood)
     try:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(card, "finding"),
             finding_type=coded(require_codes(card).finding),
             algorithm_id=_algorithm(card),
-            measurements=decision_measurements(decision),
-            qualitative_evaluations=[_finding(card, decision)],
+            measurements=decision_measurements(decision) + ood_measurements,
+            qualitative_evaluations=[_finding(card, decision), *ood_evaluations],
             source_images=[
                 hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in sources
             ],
@@ -182,9 +222,12 @@ def segmentation_report(
     summary: MaskSummary,
     seg: Dataset,
     warnings: list[dict[str, str]],
+    ood: OodLike | None = None,
 ) -> Dataset:
     """An SR referencing the SEG ``seg``: lesion present/absent with its probabilities, the
-    area in mm² where spacing is known, and the centroid as a point on the source image."""
+    area in mm² where spacing is known, the OOD check where the card has one, and the
+    centroid as a point on the source image."""
+    ood_measurements, ood_evaluations = ood_rows(ood)
     try:
         referenced = hd.sr.ReferencedSegmentationFrame(
             sop_class_uid=seg.SOPClassUID,
@@ -196,6 +239,7 @@ def segmentation_report(
         measurements = decision_measurements(decision)
         if summary.area_mm2 is not None:
             measurements.append(_number(AREA, summary.area_mm2, SQUARE_MM))
+        measurements.extend(ood_measurements)
         finding = coded(require_codes(card).finding)
         groups: list[Group] = [
             _with_texts(
@@ -205,7 +249,7 @@ def segmentation_report(
                     finding_type=finding,
                     algorithm_id=_algorithm(card),
                     measurements=measurements,
-                    qualitative_evaluations=[_finding(card, decision)],
+                    qualitative_evaluations=[_finding(card, decision), *ood_evaluations],
                 ),
                 _texts(decision, warnings),
             )

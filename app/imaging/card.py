@@ -212,6 +212,31 @@ class Routing(_Strict):
         )
 
 
+class OodSpec(_Strict):
+    """Out-of-distribution check (``app.imaging.ood``): the model's extra ONNX output
+    ``output`` (pooled features, appended last), joined with statistics of the input tensor on
+    ``input_grid`` (one cell count per spatial axis), scored against ``statistics_file``
+    (listed in ``files``); ``score > threshold`` is out of distribution. The measured figures
+    (false-alarm rate, AUROC per kind, sizes) are kept as extra fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    method: Literal["mahalanobis"]
+    output: str = Field(min_length=1, description="Name of the extra ONNX output (features)")
+    statistics_file: str = Field(min_length=1)
+    input_grid: list[int] = Field(min_length=2, max_length=3)
+    threshold: float = Field(description="score > threshold: out of distribution")
+    far: float | None = Field(None, ge=0, le=1, description="False-alarm rate on validation")
+    auroc: float | None = Field(None, ge=0, le=1, description="On the OOD set made at export")
+
+    @field_validator("input_grid")
+    @classmethod
+    def _grid(cls, grid: list[int]) -> list[int]:
+        if any(g < 1 for g in grid):
+            raise ValueError("input_grid cells must be positive")
+        return grid
+
+
 class ModelCard(_Strict):
     """``model_card.json``: every field the contract lists."""
 
@@ -239,6 +264,7 @@ class ModelCard(_Strict):
     conformance: Conformance = Field(default_factory=Conformance)
     dicom: DicomCodes | None = Field(None, description="Codes for DICOM results (SEG/SR)")
     routing: Routing | None = Field(None, description="Series taken when a study is analysed")
+    ood: OodSpec | None = Field(None, description="Out-of-distribution check")
 
     @field_validator("files")
     @classmethod
@@ -260,6 +286,11 @@ class ModelCard(_Strict):
             raise ValueError("a segmentation card needs pixel_threshold")
         if self.task == "binary_segmentation" and self.dicom and self.dicom.segment is None:
             raise ValueError("a segmentation card's dicom section needs a segment")
+        if self.ood is not None:
+            if self.ood.statistics_file not in self.files:
+                raise ValueError("the ood statistics file must be listed in files")
+            if len(self.ood.input_grid) != len(self.input.preprocessing.size):
+                raise ValueError("ood input_grid needs one cell count per spatial axis")
         return self
 
     @property

@@ -28,6 +28,7 @@ from app.routes.common import (
     input_info,
     model_ref,
     negotiate,
+    ood_out,
     prediction_json,
     warnings_out,
 )
@@ -61,9 +62,12 @@ def _add_classifier(router: APIRouter, path: str, model: str, description: str) 
         entry, point = await accept(request, services, model, operating_point)
         metrics = services.metrics
         budget = services.settings.explain_budget_ms if explain and wanted != DICOM else None
+        policy = services.settings.ood_policy
 
         def run(parts: list[bytes], limits: DecodeLimits) -> Classified:
-            return classify(entry, parts, point, limits, metrics, wanted == DICOM, budget)
+            return classify(
+                entry, parts, point, limits, metrics, wanted == DICOM, budget, ood_policy=policy
+            )
 
         result = await infer(request, services, entry, run)
         if wanted == DICOM:
@@ -80,6 +84,7 @@ def _add_classifier(router: APIRouter, path: str, model: str, description: str) 
             warnings=warnings_out(result.warnings),
             timing_ms=Timing(**result.timing_ms),
             explanation=explanation_out(result.explanation),
+            ood=ood_out(result.ood),
             **decision_fields(result.decision),
         )
         return prediction_json(body)

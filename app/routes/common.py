@@ -22,11 +22,13 @@ from app.imaging.explain import Explanation
 from app.imaging.limits import DecodeLimits
 from app.imaging.postprocess import Decision, resolve_operating_point
 from app.imaging.types import Image2D, Volume
+from app.pipeline import OodResult
 from app.registry import ModelEntry
 from app.schemas import (
     ExplanationOut,
     InputInfo,
     ModelRef,
+    OodOut,
     OperatingPointOut,
     Prediction,
     Problem,
@@ -176,13 +178,21 @@ def explanation_out(explanation: Explanation | None) -> ExplanationOut | None:
 
 def prediction_json(body: Prediction) -> Response:
     """The JSON answer. What only an ``explain`` request carries (``explanation``,
-    ``timing_ms.explain``) is left out when absent, so other answers stay as they were."""
+    ``timing_ms.explain``) is left out when absent, so other answers stay as they were, and so
+    is ``ood`` for a model whose card has no OOD check."""
     exclude: dict[str, Any] = {}
+    if body.ood is None:
+        exclude["ood"] = True
     if getattr(body, "explanation", None) is None:
         exclude["explanation"] = True
     if body.timing_ms.explain is None:
         exclude["timing_ms"] = {"explain"}
     return Response(body.model_dump_json(exclude=exclude or None), media_type="application/json")
+
+
+def ood_out(ood: OodResult | None) -> OodOut | None:
+    """The answer's ``ood`` field (None for a card without an OOD check)."""
+    return None if ood is None else OodOut(**ood.as_dict())
 
 
 # --------------------------------------------------------------------------- content negotiation
@@ -300,6 +310,9 @@ def result_summary(result: Inferred) -> dict[str, Any]:
     mask = getattr(result, "summary", None)
     if mask is not None:
         summary["mask_area_px"] = mask.area_px
+    ood = getattr(result, "ood", None)
+    if isinstance(ood, OodResult):
+        summary["ood"] = ood.as_dict()
     return summary
 
 

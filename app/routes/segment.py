@@ -31,6 +31,7 @@ from app.routes.common import (
     input_info,
     model_ref,
     negotiate,
+    ood_out,
     prediction_json,
     warnings_out,
 )
@@ -79,6 +80,7 @@ def _json(request: Request, entry: ModelEntry, result: Segmented) -> Response:
             png_base64=result.encoded.get("png_base64"),
         ),
         explanation=explanation_out(result.explanation),
+        ood=ood_out(result.ood),
         **decision_fields(result.decision),
     )
     return prediction_json(body)
@@ -114,11 +116,22 @@ def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -
             encodings = frozenset()
         dicom = _DICOM_OBJECTS.get(wanted, frozenset())
         metrics = services.metrics
+        policy = services.settings.ood_policy
 
         explained = explain is not None and wanted == JSON
 
         def run(parts: list[bytes], limits: DecodeLimits) -> Segmented:
-            return segment(entry, parts, point, encodings, limits, metrics, dicom, explained)
+            return segment(
+                entry,
+                parts,
+                point,
+                encodings,
+                limits,
+                metrics,
+                dicom,
+                explained,
+                ood_policy=policy,
+            )
 
         result = await infer(request, services, entry, run)
         if dicom:

@@ -43,13 +43,16 @@ from app.v2.tensors import (
 # Outputs that `medserve_postprocess: true` adds, after the model's own.
 CLASSIFIER_OUTPUTS = ("probability", "positive", "threshold", "label")
 SEGMENTER_OUTPUTS = (*CLASSIFIER_OUTPUTS, "mask")
+# Added after those when the card has an OOD check (the score per item and score <= threshold).
+OOD_OUTPUTS = ("ood_score", "in_distribution")
 POSTPROCESS = "medserve_postprocess"
 MASK_HEIGHT, MASK_WIDTH = "medserve_mask_height", "medserve_mask_width"
 MAX_MASK_SIDE = 16384
 
 
 def postprocess_outputs(card: ModelCard) -> tuple[str, ...]:
-    return SEGMENTER_OUTPUTS if card.task == "binary_segmentation" else CLASSIFIER_OUTPUTS
+    base = SEGMENTER_OUTPUTS if card.task == "binary_segmentation" else CLASSIFIER_OUTPUTS
+    return (*base, *OOD_OUTPUTS) if card.ood is not None else base
 
 
 def tensor_shape(shape: list[Any]) -> list[int]:
@@ -218,6 +221,19 @@ def _postprocess(
     return out, decisions, [int(m.sum()) for m in masks]
 
 
+def _ood_outputs(entry: ModelEntry, features: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per item of the batch: the OOD score from its features and its input tensor, and
+    whether it is within the card's threshold (as the upload endpoints compute them)."""
+    assert entry.card is not None and entry.card.ood is not None
+    scores = np.array(
+        [entry.ood_score(f, xi) for f, xi in zip(features, x, strict=True)], dtype=np.float64
+    )
+    return {
+        "ood_score": scores,
+        "in_distribution": scores <= entry.card.ood.threshold,
+    }
+
+
 def response_encoding(accept_encoding: str | None) -> str | None:
     """gzip or deflate when the client's ``Accept-Encoding`` allows one (q > 0), else None."""
     offered: dict[str, float] = {}
@@ -283,6 +299,8 @@ def run_infer(
     if options.postprocess:
         extra, decisions, areas = _postprocess(entry, raw[0], batch, options)
         tensors.update(extra)
+        if card.ood is not None and entry.input_name is not None:
+            tensors.update(_ood_outputs(entry, raw[-1], feeds[entry.input_name]))
 
     head: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version}
     if request_id is not None:

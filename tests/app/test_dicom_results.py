@@ -32,6 +32,7 @@ from pydicom.uid import generate_uid
 from app.config import Settings
 from app.imaging.card import CARD_FILE, ModelCard
 from app.main import create_app
+from app.pipeline import OOD_WARNING
 from tests.ct_series import series_from_volume, zip_files
 from tests.imaging.imaging_factories import image_dataset
 from tests.tiny_model import write_tiny_model
@@ -475,12 +476,24 @@ def _comparable(body: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("name", sorted(_golden_inputs()))
 def test_json_answers_are_those_of_the_1_0_0_release(client: TestClient, name: str) -> None:
     """Recorded from commit 5792a38 (models 1.0.0): only timings, request ids and
-    ``model.version`` may differ; ``Accept`` of JSON, ``*/*`` or none give the same answer."""
+    ``model.version`` may differ; ``Accept`` of JSON, ``*/*`` or none give the same answer.
+    From 1.2.0 the answer adds ``ood`` (and, when out, the ``out_of_distribution`` warning),
+    and ``model.sha256`` is that of the model with the OOD features output: the card's
+    ``derived_from`` names the model the goldens were recorded with."""
     path, data, params = _golden_inputs()[name]
     golden = json.loads((GOLDEN / f"{name}.json").read_text())
     assert golden["model"]["version"] == "1.0.0"
+    model_card = json.loads((MODELS / golden["model"]["name"] / "1.2.0" / CARD_FILE).read_text())
+    expected = _comparable(golden)
+    assert model_card["derived_from"]["model_sha256"] == expected["model"]["sha256"]
+    expected["model"]["sha256"] = model_card["files"]["model.onnx"]
     for accept in (None, "application/json", "*/*", "text/html,application/xml;q=0.9,*/*;q=0.8"):
         headers = {"Accept": accept} if accept else {}
         body = client.post(path, content=data, params=params, headers=headers).json()
-        assert body["model"]["version"] == "1.1.0"
-        assert _comparable(body) == _comparable(golden)
+        assert body["model"]["version"] == "1.2.0"
+        ood = body.pop("ood")
+        assert set(ood) == {"score", "threshold", "in_distribution"}
+        want = dict(expected)
+        if not ood["in_distribution"]:
+            want["warnings"] = [*expected["warnings"], dict(OOD_WARNING)]
+        assert _comparable(body) == want

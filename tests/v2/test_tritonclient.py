@@ -17,6 +17,7 @@ from tests.integration import media
 from tests.v2.conftest import MAX_UPLOAD, MODEL_NAMES, Case, V2Server
 
 POSTPROCESSED = ["probability", "positive", "threshold", "label"]
+OOD = ["ood_score", "in_distribution"]  # after those (and the mask) when the card has `ood`
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,7 @@ def test_postprocessed_outputs_equal_the_upload_endpoint(
         params: dict[str, Any] = {"medserve_postprocess": True, "operating_point": point}
         if segmenter:
             params["medserve_mask_height"], params["medserve_mask_width"] = case.image_shape
-        names = [*case.output_names, *POSTPROCESSED, *(["mask"] if segmenter else [])]
+        names = [*case.output_names, *POSTPROCESSED, *(["mask"] if segmenter else []), *OOD]
         result = client.infer(
             name,
             [_input(case, case.tensor, binary)],
@@ -184,6 +185,9 @@ def test_postprocessed_outputs_equal_the_upload_endpoint(
         assert result.as_numpy("threshold").tolist() == [answer["operating_point"]["threshold"]]
         label = result.as_numpy("label")[0]
         assert (label.decode() if isinstance(label, bytes) else label) == answer["label"]
+        score = result.as_numpy("ood_score")
+        assert score.dtype == np.float64 and round(float(score[0]), 4) == answer["ood"]["score"]
+        assert result.as_numpy("in_distribution").tolist() == [answer["ood"]["in_distribution"]]
         if segmenter:
             mask = result.as_numpy("mask")
             assert mask.dtype == np.uint8 and mask.shape == (1, *case.image_shape)
@@ -227,7 +231,7 @@ def test_batch_postprocesses_each_item(
         headers=v2_server.headers,
     )
     names = [o["name"] for o in result.get_response()["outputs"]]
-    assert names == [*case.output_names, *POSTPROCESSED]
+    assert names == [*case.output_names, *POSTPROCESSED, *OOD]
     assert result.as_numpy("probability").shape == (3,)
     single = client.infer(
         case.name,

@@ -1,0 +1,221 @@
+"""Out-of-distribution score: how far one input lies from the model's training data.
+
+Pure numpy. The model exports an extra output (pooled penultimate / bottleneck features, see the
+card's ``ood`` section); this module joins those features with statistics of the input tensor
+itself into one vector of three blocks:
+
+0. the model's features;
+1. a coarse block-mean thumbnail of the input (where things are);
+2. global statistics: spread, mean absolute gradient per axis, share of values at the minimum
+   and the maximum, and the intensity-weighted centroid, second and third central moments
+   (shape and orientation: a rotated or flipped input moves them).
+
+Each block is scored with the Mahalanobis distance to the nearest class mean under one shared
+covariance (Lee et al., "A Simple Unified Framework for Detecting Out-of-Distribution Samples
+and Adversarial Attacks", NeurIPS 2018); the squared distances are standardised by their
+held-out in-distribution mean and spread, and the score is the largest of the three (a change
+in a few dimensions is not drowned by the chi-square noise of hundreds of feature dimensions).
+Higher score = further from the training data. The fitted statistics live in the card's
+statistics file; training imports this module, so the score a threshold was set on is the score
+the service computes.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+STATS_KEYS = (
+    "center",
+    "scale",
+    "class_means",
+    "precision",
+    "blocks",
+    "block_center",
+    "block_scale",
+)
+N_BLOCKS = 3
+
+
+def _spatial(x: np.ndarray, layout: str) -> np.ndarray:
+    """One input of a batch in the card's layout -> its spatial array, channels averaged:
+    ``(H, W)`` for 2D layouts, ``(D, H, W)`` for volumes; float64."""
+    a = np.asarray(x, dtype=np.float64)
+    if layout in ("NHWC", "NDHWC"):
+        return np.asarray(a.mean(axis=-1))
+    if layout in ("NCHW", "NCDHW"):
+        return np.asarray(a.mean(axis=0))
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def _block_means(a: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
+    """Means of ``grid`` near-equal blocks of ``a`` (one per axis), flattened in C order."""
+    out = a
+    for axis, cells in enumerate(grid):
+        n = out.shape[axis]
+        edges = np.linspace(0, n, min(cells, n) + 1).round().astype(np.int64)
+        sums = np.add.reduceat(out, edges[:-1], axis=axis)
+        shape = [1] * out.ndim
+        shape[axis] = -1
+        out = sums / np.diff(edges).reshape(shape)
+    return np.asarray(out.ravel())
+
+
+def _moments(a: np.ndarray) -> list[float]:
+    """Intensity-weighted (above the minimum) centroid, second central moments (upper
+    triangle), third central moment per axis, in coordinates scaled to [0, 1], and the log
+    ratio of each axis's second moment to the first axis's (elongation and its direction,
+    whatever the size); zeros for a constant input."""
+    w = a - a.min()
+    total = float(w.sum())
+    k = a.ndim
+    n_out = k + k * (k + 1) // 2 + k + (k - 1)
+    if total <= 0:
+        return [0.0] * n_out
+    coords = [np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1) for n in a.shape]
+    marg = [w.sum(axis=tuple(j for j in range(k) if j != i)) / total for i in range(k)]
+    c = [float(np.dot(m, u)) for m, u in zip(marg, coords, strict=True)]
+    second: list[float] = []
+    for i in range(k):
+        for j in range(i, k):
+            if i == j:
+                second.append(float(np.dot(marg[i], (coords[i] - c[i]) ** 2)))
+            else:
+                pair = w.sum(axis=tuple(m for m in range(k) if m not in (i, j))) / total
+                di, dj = coords[i] - c[i], coords[j] - c[j]
+                second.append(float(di @ pair @ dj))
+    third = [float(np.dot(marg[i], (coords[i] - c[i]) ** 3)) for i in range(k)]
+    diag = [float(np.dot(marg[i], (coords[i] - c[i]) ** 2)) for i in range(k)]
+    tiny = np.finfo(np.float64).tiny
+    ratios = [float(np.log((diag[i] + tiny) / (diag[0] + tiny))) for i in range(1, k)]
+    return [*c, *second, *third, *ratios]
+
+
+def input_statistics(x: np.ndarray, layout: str, grid: tuple[int, ...]) -> np.ndarray:
+    """Statistics of one preprocessed input ``x`` (the card's layout without the batch axis):
+    the block-mean thumbnail on ``grid`` (one cell count per spatial axis), then the standard
+    deviation, the mean absolute difference along each spatial axis, the share of values equal
+    to the minimum and to the maximum, and the moments. 1-D float64."""
+    a = _spatial(x, layout)
+    if len(grid) != a.ndim:
+        raise ValueError("the grid needs one cell count per spatial axis")
+    grads = [
+        float(np.abs(np.diff(a, axis=k)).mean()) if a.shape[k] > 1 else 0.0 for k in range(a.ndim)
+    ]
+    lo, hi = float(a.min()), float(a.max())
+    extra = [float(a.std()), *grads, float(np.mean(a == lo)), float(np.mean(a == hi))]
+    return np.concatenate([_block_means(a, grid), np.asarray(extra + _moments(a))])
+
+
+def block_ids(width: int, grid: tuple[int, ...], n_inputs: int) -> np.ndarray:
+    """The block of each value of a joint vector: ``width`` features (0), the thumbnail (1),
+    the rest of the ``n_inputs`` input statistics (2)."""
+    cells = int(np.prod(grid))
+    return np.asarray([0] * width + [1] * cells + [2] * (n_inputs - cells), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class OodStats:
+    """The fitted in-distribution statistics: ``center`` and ``scale`` standardise the joint
+    vector; ``class_means`` (K, D) are the class means of the standardised training vectors;
+    ``precision`` (D, D) is block-diagonal, each block the inverse of that block's shared
+    (shrunk) covariance; ``blocks`` (D,) the block of each value; ``block_center`` and
+    ``block_scale`` (B,) standardise each block's squared distance (held-out training rows)."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    class_means: np.ndarray
+    precision: np.ndarray
+    blocks: np.ndarray
+    block_center: np.ndarray
+    block_scale: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(self.center.shape[0])
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        arrays = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in STATS_KEYS}
+        np.savez(buf, allow_pickle=False, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OodStats:
+        """Read a statistics file (``.npz``, no pickles); ValueError when it is not one."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                arrays = {k: np.asarray(z[k], dtype=np.float64) for k in STATS_KEYS}
+        except (OSError, KeyError, ValueError, EOFError) as exc:
+            raise ValueError("not an OOD statistics file") from exc
+        d = arrays["center"].shape
+        nb = arrays["block_center"].shape
+        blocks = arrays["blocks"]
+        if (
+            len(d) != 1
+            or arrays["scale"].shape != d
+            or blocks.shape != d
+            or arrays["class_means"].ndim != 2
+            or arrays["class_means"].shape[1] != d[0]
+            or arrays["precision"].shape != (d[0], d[0])
+            or len(nb) != 1
+            or arrays["block_scale"].shape != nb
+            or not all(np.isfinite(a).all() for a in arrays.values())
+            or not (arrays["scale"] > 0).all()
+            or not (arrays["block_scale"] > 0).all()
+            or not np.array_equal(blocks, np.round(blocks))
+            or blocks.min() < 0
+            or blocks.max() >= nb[0]
+        ):
+            raise ValueError("OOD statistics have inconsistent shapes or values")
+        arrays["blocks"] = blocks.astype(np.int64)
+        return cls(**arrays)
+
+
+def joint_vector(
+    features: np.ndarray, x: np.ndarray, layout: str, grid: tuple[int, ...]
+) -> np.ndarray:
+    """The vector the statistics describe: one input's model features (1-D), then its
+    input statistics."""
+    f = np.asarray(features, dtype=np.float64).ravel()
+    return np.concatenate([f, input_statistics(x, layout, grid)])
+
+
+def block_distances(stats: OodStats, vectors: np.ndarray) -> np.ndarray:
+    """(N, D) joint vectors -> (N, B) squared Mahalanobis distance of each block to its
+    nearest class mean."""
+    v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    if v.shape[1] != stats.dim:
+        raise ValueError(f"OOD vector has {v.shape[1]} values, the statistics {stats.dim}")
+    z = (v - stats.center) / stats.scale
+    out = np.empty((v.shape[0], stats.block_center.shape[0]))
+    for b in range(out.shape[1]):
+        idx = np.flatnonzero(stats.blocks == b)
+        diff = z[:, None, idx] - stats.class_means[None, :, idx]
+        p = stats.precision[np.ix_(idx, idx)]
+        out[:, b] = np.einsum("nkd,de,nke->nk", diff, p, diff).min(axis=1)
+    return out
+
+
+def scores(stats: OodStats, vectors: np.ndarray) -> np.ndarray:
+    """(N, D) joint vectors -> (N,) OOD scores: the largest standardised block distance."""
+    d2 = block_distances(stats, vectors)
+    out: np.ndarray = ((d2 - stats.block_center) / stats.block_scale).max(axis=1)
+    return out
+
+
+def score(
+    stats: OodStats,
+    features: np.ndarray,
+    x: np.ndarray,
+    layout: str,
+    grid: tuple[int, ...],
+) -> float:
+    """OOD score of one input: ``features`` the model's extra output for it (any shape, one
+    input), ``x`` the preprocessed input (the card's layout without the batch axis). A
+    non-finite score (features overflowed) is reported as the largest float: surely out."""
+    s = float(scores(stats, joint_vector(features, x, layout, grid)[None, :])[0])
+    return s if np.isfinite(s) else sys.float_info.max

@@ -1,0 +1,195 @@
+"""The OOD score's pieces on small real data: the statistics file, the input statistics, the
+fit, the graph surgery and the publish hook (on the tiny real ONNX model), the registry's
+checks of an ``ood`` card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from app.config import Settings
+from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_file
+from app.imaging.ood import OodStats, input_statistics, score, scores
+from app.registry import load_entry
+from tests.tiny_model import SIZE, write_tiny_model
+from training.ood import fit
+from training.ood.hook import STATS_FILE, add_ood
+from training.ood.surgery import FEATURES_OUTPUT, add_features_output, check_output0_unchanged
+
+
+def _films(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 8, 8, 1) smooth "films": a bright left-to-right ramp with noise, in [0, 1]."""
+    ramp = np.linspace(0.2, 0.8, SIZE)[None, None, :, None]
+    x = ramp + rng.normal(0, 0.05, (n, SIZE, SIZE, 1)) + rng.normal(0, 0.05, (n, 1, 1, 1))
+    return np.clip(x, 0, 1).astype(np.float32)
+
+
+def test_statistics_file_round_trips_and_rejects_what_is_not_one() -> None:
+    rng = np.random.default_rng(0)
+    blocks = np.array([0, 0, 1])
+    stats = OodStats(
+        rng.random(3),
+        rng.random(3) + 0.1,
+        rng.random((2, 3)),
+        np.eye(3),
+        blocks,
+        np.zeros(2),
+        np.ones(2),
+    )
+    back = OodStats.from_bytes(stats.to_bytes())
+    for key in ("center", "scale", "class_means", "precision", "blocks", "block_scale"):
+        assert np.array_equal(getattr(back, key), getattr(stats, key))
+    with pytest.raises(ValueError):
+        OodStats.from_bytes(b"not an npz")
+    for bad in (
+        OodStats(
+            stats.center, stats.scale, stats.class_means, np.eye(4), blocks, np.zeros(2), np.ones(2)
+        ),
+        OodStats(
+            stats.center,
+            stats.scale,
+            stats.class_means,
+            np.eye(3),
+            np.array([0, 0, 2]),
+            np.zeros(2),
+            np.ones(2),
+        ),
+        OodStats(
+            stats.center,
+            stats.scale,
+            stats.class_means,
+            np.eye(3),
+            blocks,
+            np.zeros(2),
+            np.zeros(2),
+        ),
+    ):
+        with pytest.raises(ValueError):
+            OodStats.from_bytes(bad.to_bytes())
+
+
+def test_input_statistics_see_constant_and_noisy_inputs() -> None:
+    flat = np.full((8, 8, 1), 0.5, np.float32)
+    noisy = np.random.default_rng(1).random((8, 8, 1)).astype(np.float32)
+    s_flat, s_noisy = (input_statistics(x, "NHWC", (2, 2)) for x in (flat, noisy))
+    moments_2d = 2 + 3 + 2 + 1
+    assert s_flat.shape == s_noisy.shape == (2 * 2 + 1 + 2 + 2 + moments_2d,)
+    assert s_flat[4] == 0 and s_flat[5] == s_flat[6] == 0 and s_flat[7] == s_flat[8] == 1
+    assert s_noisy[4] > 0.2 and s_noisy[5] > 0.2
+    # An image taller than wide, and the same turned by 90 degrees: the elongation flips sign.
+    tall = np.zeros((8, 8, 1))
+    tall[1:7, 3:5] = 1.0
+    ratio_tall = input_statistics(tall, "NHWC", (2, 2))[-1]
+    ratio_wide = input_statistics(np.rot90(tall), "NHWC", (2, 2))[-1]
+    assert ratio_tall < -1 and ratio_wide == pytest.approx(-ratio_tall)
+    vol = np.random.default_rng(2).random((4, 6, 6, 1))
+    moments_3d = 3 + 6 + 3 + 2
+    assert input_statistics(vol, "NDHWC", (2, 3, 3)).shape == (18 + 1 + 3 + 2 + moments_3d,)
+
+
+def test_fitted_gaussian_separates_a_shifted_set_and_chooses_a_shrinkage() -> None:
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(300, 6))
+    y = (rng.random(300) < 0.5).astype(np.int64)
+    train[y == 1, 0] += 2.0
+    groups = [f"p{i // 3}" for i in range(300)]
+    blocks = np.array([0, 0, 0, 0, 1, 1])
+    fitted = fit.fit_ood(train, y, groups, blocks, seed=0)
+    assert all(a in fit.SHRINKAGE_GRID for a in fitted.shrinkage)
+    stats = fitted.stats
+    # standardised out-of-fold block distances: about mean 0, spread 1
+    assert np.allclose(((fitted.oof_d2 - stats.block_center) / stats.block_scale).std(0), 1)
+    held_in = rng.normal(size=(200, 6))
+    held_in[rng.random(200) < 0.5, 0] += 2.0
+    # a shift in one value of the small block is not drowned by the large block
+    shifted = rng.normal(size=(200, 6)) + np.array([0, 0, 0, 0, 4.0, 0])
+    s_in, s_out = scores(stats, held_in), scores(stats, shifted)
+    assert fit.auroc(s_in, s_out) > 0.95
+    thr = fit.threshold_at(s_in, 0.01)
+    assert np.mean(s_in > thr) <= 0.01
+    assert fit.auroc(np.array([1.0, 2.0]), np.array([1.5])) == 0.5
+
+
+def test_surgery_appends_the_features_last_and_keeps_output_0_bit_equal(tmp_path: Path) -> None:
+    folder = write_tiny_model(tmp_path, name="pneumonia_xray")
+    before = (folder / MODEL_FILE).read_bytes()
+    after, width = add_features_output(before, ["flat"])
+    assert width == SIZE * SIZE
+    outputs = [o.name for o in onnx.load_from_string(after).graph.output]
+    assert outputs == ["logit", FEATURES_OUTPUT]
+    check_output0_unchanged(before, after, _films(np.random.default_rng(4), 5))
+    with pytest.raises(ValueError, match="already"):
+        add_features_output(after, ["flat"])
+    with pytest.raises(ValueError, match="not produced"):
+        add_features_output(before, ["nope"])
+
+
+def _with_ood(tmp_path: Path) -> Path:
+    folder = write_tiny_model(tmp_path, name="pneumonia_xray")
+    rng = np.random.default_rng(5)
+    train, val = _films(rng, 240), _films(rng, 120)
+    y = (train.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    ood = {"noise": rng.random((20, SIZE, SIZE, 1)).astype(np.float32)}
+    add_ood(
+        folder,
+        train,
+        y,
+        [f"p{i // 2}" for i in range(len(train))],
+        val,
+        ood,
+        feature_tensors=["mm"],
+        input_grid=[2, 2],
+    )
+    return folder
+
+
+def test_hook_writes_a_card_the_registry_loads_and_scores_with(tmp_path: Path) -> None:
+    folder = _with_ood(tmp_path)
+    card = ModelCard.model_validate_json((folder / CARD_FILE).read_text())
+    assert card.ood is not None and card.ood.statistics_file == STATS_FILE
+    assert card.files[STATS_FILE] == sha256_file(folder / STATS_FILE)
+    assert card.files[MODEL_FILE] == sha256_file(folder / MODEL_FILE)
+    section = json.loads((folder / CARD_FILE).read_text())["ood"]
+    assert section["auroc_per_kind"]["noise"] > 0.95 and section["far"] <= 0.02
+    entry = load_entry("pneumonia_xray", folder, Settings(model_dir=tmp_path))
+    assert entry.ready, entry.reason
+    x = _films(np.random.default_rng(6), 1)
+    out0, feats = entry.run_with_features(x)
+    assert np.array_equal(out0, entry.run(x)) and feats is not None
+    assert entry.ood_stats is not None
+    s = score(entry.ood_stats, feats[0], x[0], "NHWC", (2, 2))
+    assert s == entry.ood_score(feats[0], x[0])
+    blank = np.zeros_like(x)
+    _, f_blank = entry.run_with_features(blank)
+    assert f_blank is not None and entry.ood_score(f_blank[0], blank[0]) > card.ood.threshold
+
+
+def test_registry_refuses_a_changed_or_unfit_statistics_file(tmp_path: Path) -> None:
+    folder = _with_ood(tmp_path)
+    stats_path = folder / STATS_FILE
+    good = stats_path.read_bytes()
+    stats_path.write_bytes(good + b"x")
+    entry = load_entry("pneumonia_xray", folder, Settings(model_dir=tmp_path))
+    assert not entry.ready and entry.reason == f"sha256 of {STATS_FILE} does not match the card"
+    # A valid file of the wrong width, listed with its true hash: found by the load self-test.
+    stats = OodStats.from_bytes(good)
+    d = stats.dim - 1
+    narrow = OodStats(
+        stats.center[:d],
+        stats.scale[:d],
+        stats.class_means[:, :d],
+        np.eye(d),
+        stats.blocks[:d],
+        stats.block_center,
+        stats.block_scale,
+    )
+    stats_path.write_bytes(narrow.to_bytes())
+    raw = json.loads((folder / CARD_FILE).read_text())
+    raw["files"][STATS_FILE] = sha256_file(stats_path)
+    (folder / CARD_FILE).write_text(json.dumps(raw))
+    entry = load_entry("pneumonia_xray", folder, Settings(model_dir=tmp_path))
+    assert not entry.ready and entry.reason == "ood self-test failed (ValueError)"

@@ -1,0 +1,105 @@
+"""``python -m training.ood upgrade models/<name>/<version> --to <new>``: give a committed
+artifact its OOD check under a new minor version (``git mv`` of the folder, the extra ONNX
+output, ``ood_stats.npz``, the card's ``ood`` section, version and hashes), from the synthetic
+generators with the card's training seed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.imaging.card import CARD_FILE, ModelCard
+from training.ood import data, kinds
+from training.ood.hook import add_ood
+from training.ood.surgery import FEATURE_TENSORS
+
+# The input thumbnail's grid per model (cells per spatial axis, the input's aspect kept).
+INPUT_GRID: dict[str, tuple[int, ...]] = {
+    "pneumonia_xray": (8, 8),
+    "covid_ct": (4, 8, 8),
+    "brain_tumor_mri": (8, 8),
+    "phantom_tumor_xray": (6, 8),
+}
+# How many unseen in-distribution cases the OOD kinds made from them (inverted, rotated,
+# tiled, wrong bit depth) draw from: several patients, not one (fewer where they are large).
+SOURCES = {"covid_ct": 24, "phantom_tumor_xray": 32}
+# Offset of the seed the OOD set's in-distribution sources are drawn with (unseen by the fit).
+OOD_SEED_OFFSET = 1000
+
+
+def _move(src: Path, dst: Path) -> None:
+    if dst.exists():
+        raise SystemExit(f"{dst} exists")
+    done = subprocess.run(["git", "mv", str(src), str(dst)], capture_output=True, check=False)
+    if done.returncode != 0:
+        src.rename(dst)
+
+
+def upgrade(src: Path, version: str, n: int, n_per_kind: int) -> dict[str, object]:
+    card = ModelCard.model_validate(json.loads((src / CARD_FILE).read_text()))
+    seed = card.training.seed
+    val_fraction = float(getattr(card.training, "val_fraction", None) or 0.2)
+    t0 = time.perf_counter()
+    all_data = data.in_distribution(card, n, seed, keep_raw=0)
+    train, val = data.split_groups(all_data, val_fraction, seed)
+    sources = data.in_distribution(
+        card, SOURCES.get(card.name, 4 * n_per_kind), seed + OOD_SEED_OFFSET, keep_raw=None
+    )
+    sets = kinds.make_kinds(card, sources.raw, n_per_kind, seed + OOD_SEED_OFFSET)
+    ood_x = {k: np.stack([data.tensor(card, it) for it in items]) for k, items in sets.items()}
+    dst = src.parent / version
+    _move(src, dst)
+    raw = json.loads((dst / CARD_FILE).read_text())
+    raw["version"] = version
+    raw["derived_from"] = {
+        "version": src.name,
+        "model_sha256": raw["files"]["model.onnx"],
+        "change": "model.onnx gains the OOD features output (appended last; output 0 "
+        "bit-equal, checked); ood section and ood_stats.npz added",
+    }
+    (dst / CARD_FILE).write_text(json.dumps(raw, indent=2) + "\n")
+    section = add_ood(
+        dst,
+        train.x,
+        train.y,
+        train.groups,
+        val.x,
+        ood_x,
+        feature_tensors=FEATURE_TENSORS[card.name],
+        input_grid=INPUT_GRID[card.name],
+        seed=seed,
+        data={
+            "generator": "training.synthetic (the card's data set)",
+            "seed": seed,
+            "n_generated": len(all_data.x),
+            "split": f"by patient/sequence, val_fraction {val_fraction}",
+            "ood_sources_seed": seed + OOD_SEED_OFFSET,
+            "seconds": round(time.perf_counter() - t0, 1),
+        },
+    )
+    return section
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.ood")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upgrade", help="add the OOD check to a committed artifact")
+    up.add_argument("artifact", type=Path, help="models/<name>/<version>")
+    up.add_argument("--to", required=True, help="the new version (a new minor version)")
+    up.add_argument("--n", type=int, default=600, help="in-distribution cases to generate")
+    up.add_argument("--n-per-kind", type=int, default=16, help="OOD inputs per kind")
+    args = parser.parse_args(argv)
+    section = upgrade(args.artifact, args.to, args.n, args.n_per_kind)
+    keys = ("threshold", "far", "auroc", "auroc_per_kind", "detected_at_threshold", "n")
+    print(json.dumps({k: section[k] for k in keys}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
