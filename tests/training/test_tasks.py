@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 from training import cli, tasks
 from training.core import options as opts
@@ -21,7 +22,10 @@ MODELS = ("pneumonia_xray", "covid_ct", "brain_tumor_mri", "phantom_tumor_xray")
 
 
 def _card(name: str) -> dict[str, Any]:
-    return json.loads((ROOT / "models" / name / "1.1.0" / "model_card.json").read_text())
+    """The committed artifact's card (its newest version, the one the service serves)."""
+    folders = (ROOT / "models" / name).iterdir()
+    newest = max(folders, key=lambda p: Version(p.name))
+    return json.loads((newest / "model_card.json").read_text())
 
 
 @pytest.mark.parametrize("name", MODELS)
