@@ -39,17 +39,37 @@ def select_channel(pixels: np.ndarray, channel_index: int | None) -> np.ndarray:
 
 
 def _small_integers(values: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """``values`` as integers and their minimum when every one is an integer and they span at
-    most 16 bits (what the readers' float32 pixels of an 8/16-bit file hold), else None."""
+    """``values`` as unsigned integers (uint8 or uint16) and the offset that gives them back,
+    when every one is an integer and they span at most 16 bits (what the readers' float32
+    pixels of an 8/16-bit file hold), else None."""
+    if values.size == 0:
+        return None
+    if values.dtype in (np.uint8, np.uint16):
+        return values, 0
     if values.dtype.kind in "ui" and values.dtype.itemsize <= 2:
-        return (values, int(values.min())) if values.size else None
-    if values.dtype.kind != "f" or values.size == 0:
+        least = int(values.min())
+        return (values.astype(np.int32) - least).astype(np.uint16), least
+    if values.dtype.kind != "f":
         return None
     low, high = float(values.min()), float(values.max())
     if not (np.isfinite(low) and np.isfinite(high)) or high - low > 65535 or abs(low) > 2**30:
         return None
-    ints = values.astype(np.int32)
-    return (ints, int(low)) if np.array_equal(ints, values) else None
+    if low >= 0 and high <= 65535:
+        # one cast and one comparison: values that are not whole numbers compare unequal
+        ints = values.astype(np.uint8 if high <= 255 else np.uint16)
+        return (ints, 0) if np.equal(ints, values).all() else None
+    shifted = values - np.float32(low) if values.dtype == np.float32 else values - low
+    ints = shifted.astype(np.uint16)
+    return (ints, int(low)) if np.equal(ints, shifted).all() and float(low).is_integer() else None
+
+
+def _counts(ints: np.ndarray) -> np.ndarray:
+    """How often each value 0, 1, ... occurs in a uint8 / uint16 array."""
+    flat = ints.ravel()
+    if flat.dtype == np.uint8:  # Pillow's histogram: one pass, no intp copy
+        row = np.ascontiguousarray(flat).reshape(1, -1)
+        return np.asarray(Image.fromarray(row).histogram(), dtype=np.int64)
+    return np.bincount(flat)
 
 
 def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -60,10 +80,8 @@ def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     if small is None:
         return [float(v) for v in np.percentile(values, qs)]
     ints, offset = small
-    flat = ints.ravel()
-    counts = np.bincount(flat.astype(np.intp) - offset if offset else flat)
-    cumulative = np.cumsum(counts)
-    last = flat.size - 1
+    cumulative = np.cumsum(_counts(ints))
+    last = ints.size - 1
     out = []
     for q in qs:
         h = q / 100.0 * last
@@ -89,16 +107,25 @@ def intensity_bounds(values: np.ndarray, intensity: Intensity) -> tuple[float, f
 
 
 def apply_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map [low, high] linearly onto [0, 1] and clip; a flat image becomes all zeros."""
-    out = values.astype(np.float32, copy=True)
+    """Map [low, high] linearly onto [0, 1] and clip; a flat image becomes all zeros.
+    Returns a new float32 array (``values`` is left as it is)."""
     span = high - low
     if span <= 0:
-        out.fill(0.0)
-        return out
-    out -= np.float32(low)
+        return np.zeros(values.shape, dtype=np.float32)
+    # three passes: (v - low) into a new float32 array, the scale, the clip, all in place
+    out: np.ndarray = np.subtract(
+        values.astype(np.float32, copy=False), np.float32(low), dtype=np.float32
+    )
     out *= np.float32(1.0 / span)
     np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def _pil_float(plane: np.ndarray) -> Image.Image:
+    """A float32 (H, W) array as a Pillow ``F`` image sharing its memory (no copy)."""
+    data = np.ascontiguousarray(plane, dtype=np.float32)
+    height, width = data.shape
+    return Image.frombuffer("F", (width, height), data, "raw", "F", 0, 1)
 
 
 def resize2d(plane: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
@@ -109,8 +136,8 @@ def resize2d(plane: np.ndarray, size: tuple[int, int], method: str) -> np.ndarra
     fh, fw = plane.shape[0] // height, plane.shape[1] // width
     if method == "area" and plane.shape == (height * fh, width * fw):
         return _block_mean(plane.astype(np.float32, copy=False), fh, fw)
-    img = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
-    return np.asarray(img.resize((width, height), resample=_PIL_RESAMPLE[method]), np.float32)
+    resized = _pil_float(plane).resize((width, height), resample=_PIL_RESAMPLE[method])
+    return np.asarray(resized, np.float32)
 
 
 _CHUNK_VOXELS = 4_000_000  # 16 MB of float32 windowed voxels at a time
@@ -193,7 +220,9 @@ def _to_layout(x: np.ndarray, layout: str, channels: int) -> np.ndarray:
 def preprocess_image(image: Image2D, prep: Preprocessing, layout: str) -> np.ndarray:
     """Image2D → (1, H, W, C) or (1, C, H, W) float32 in [0, 1] at ``prep.size``."""
     plane = select_channel(image.pixels, prep.channel_index)
-    low, high = intensity_bounds(plane, prep.intensity)
+    # a gray 8/16-bit image's samples as integers: the same values, ranked from a histogram
+    stored = image.stored if image.pixels.ndim == 2 and image.stored is not None else None
+    low, high = intensity_bounds(plane if stored is None else stored, prep.intensity)
     scaled = apply_window(plane, low, high)
     resized = resize2d(scaled, (prep.size[0], prep.size[1]), prep.resize)
     return _to_layout(resized, layout, prep.channels)

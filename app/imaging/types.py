@@ -46,12 +46,18 @@ class Image2D:
     """``pixels``: (H, W) or (H, W, C) float32 in the file's own value range (16-bit kept).
 
     ``spacing``: (row, column) pixel size in mm, or None where the file does not say.
+
+    ``stored``: the decoded samples as uint8 / uint16, (H, W), where ``pixels`` is exactly
+    their float32 copy (a gray 8/16-bit file without any value transform), else None. It
+    lets preprocessing rank the values from a histogram without re-deriving that they are
+    integers.
     """
 
     pixels: np.ndarray
     spacing: tuple[float, float] | None
     meta: Meta
     dicom: DicomSource | None = None
+    stored: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

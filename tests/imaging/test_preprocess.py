@@ -103,3 +103,87 @@ def test_volume_resize_by_matrices_equals_pillow_per_slice(
     got = preprocess_volume(volume, prep, "NDHWC")[0, ..., 0]
     expected = np.stack([resize2d(apply_window(v, -1000, 400), (64, 64), method) for v in voxels])
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def _png(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _general(image: Image2D) -> Image2D:
+    """The same image without its integer samples: the general (float) path."""
+    return Image2D(image.pixels, image.spacing, image.meta, image.dicom)
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype", "high"),
+    [("png", np.uint8, 256), ("png", np.uint16, 65536), ("dicom", np.uint16, 4096),
+     ("dicom", np.uint8, 256)],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["percentile", "minmax"])
+def test_the_stored_samples_give_the_float_paths_tensor(
+    kind: str, dtype: type, high: int, method: str
+) -> None:
+    from app.imaging.limits import DecodeLimits
+    from app.imaging.readers import decode_image
+    from tests.imaging.imaging_factories import dicom_bytes, image_dataset
+
+    rng = np.random.default_rng(high)
+    array = rng.integers(0, high, (301, 257)).astype(dtype)
+    if kind == "png":
+        data = _png(array)
+    else:
+        bits = 12 if high == 4096 else None
+        ds = image_dataset(array, bits_stored=bits, RescaleSlope=1, RescaleIntercept=0)
+        data = dicom_bytes(ds)
+    image = decode_image([data], DecodeLimits())
+    assert image.stored is not None and image.stored.dtype == dtype
+    np.testing.assert_array_equal(image.stored.astype(np.float32), image.pixels)
+    low, top = (0.5, 99.5) if method == "percentile" else (None, None)
+    for resize in ("area", "bilinear"):
+        prep = Preprocessing(
+            kind="image2d",
+            size=(64, 48),
+            channels=1,
+            intensity=Intensity(method=method, low=low, high=top),
+            resize=resize,
+        )
+        fast = preprocess_image(image, prep, "NHWC")
+        general = preprocess_image(_general(image), prep, "NHWC")
+        np.testing.assert_allclose(fast, general, rtol=0, atol=1e-6)
+
+
+def test_dicom_value_transforms_keep_the_general_path() -> None:
+    """A rescale, MONOCHROME1 or a signed frame: no stored samples, the LUT pipeline runs."""
+    from app.imaging.limits import DecodeLimits
+    from app.imaging.readers import decode_image
+    from tests.imaging.imaging_factories import dicom_bytes, image_dataset
+
+    array = np.random.default_rng(5).integers(0, 4096, (40, 30)).astype(np.uint16)
+    cases = [
+        image_dataset(array, RescaleSlope=2, RescaleIntercept=0),
+        image_dataset(array, RescaleSlope=1, RescaleIntercept=-1024),
+        image_dataset(array, photometric="MONOCHROME1", bits_stored=12),
+        image_dataset(array.astype(np.int16), signed=True),
+    ]
+    for ds in cases:
+        image = decode_image([dicom_bytes(ds)], DecodeLimits())
+        assert image.stored is None
+
+
+def test_large_images_rank_the_same_sample() -> None:
+    """Past 4 M pixels the percentiles come from every n-th pixel, on both paths."""
+    array = np.random.default_rng(6).integers(0, 256, (2100, 2000)).astype(np.uint8)
+    image = Image2D(array.astype(np.float32), None, Meta(format="png"), stored=array)
+    prep = Preprocessing(
+        kind="image2d",
+        size=(128, 128),
+        channels=1,
+        intensity=Intensity(method="percentile", low=0.5, high=99.5),
+        resize="area",
+    )
+    fast = preprocess_image(image, prep, "NHWC")
+    np.testing.assert_allclose(fast, preprocess_image(_general(image), prep, "NHWC"), atol=1e-6)

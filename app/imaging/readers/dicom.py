@@ -339,6 +339,19 @@ def gray_values(
     return np.asarray(values, dtype=np.float32)
 
 
+def untransformed(frame: np.ndarray, ds: Dataset, info: PixelInfo, *, voi: bool = False) -> bool:
+    """Whether ``gray_values`` would give the stored 8/16-bit samples unchanged (as float32):
+    MONOCHROME2, no modality LUT or an identity rescale, no VOI applied."""
+    if frame.ndim != 2 or frame.dtype not in (np.uint8, np.uint16):
+        return False
+    if info.photometric != "MONOCHROME2" or info.keyword != "PixelData":
+        return False
+    if (voi and _has_voi(ds)) or get(ds, "ModalityLUTSequence"):
+        return False
+    slope, inter = get(ds, "RescaleSlope"), get(ds, "RescaleIntercept")
+    return (slope is None or as_float(slope) == 1.0) and (inter is None or as_float(inter) == 0.0)
+
+
 def colour_values(frame: np.ndarray, ds: Dataset, info: PixelInfo) -> np.ndarray:
     """A decoded colour frame → (H, W, 3) float32 RGB."""
     if info.photometric == "PALETTE COLOR":
@@ -450,11 +463,16 @@ def decode_dicom_image(
     # the decoded frame and its float values
     limits.reserve(info.rows * info.cols * info.samples * (4 + max(1, info.bits_allocated // 8)))
     frame = next(iter_frames(ds, decoder, [0]))
-    pixels = frame_values(frame, ds, info, voi=apply_voi_lut)
+    stored = frame if untransformed(frame, ds, info, voi=apply_voi_lut) else None
+    if stored is not None:
+        pixels = stored.astype(np.float32)  # what frame_values gives, without its float64 pass
+    else:
+        pixels = frame_values(frame, ds, info, voi=apply_voi_lut)
     meta = dicom_meta(ds, info, "dicom", transfer_syntax=str(ds.file_meta.TransferSyntaxUID))
     return Image2D(
         pixels=np.ascontiguousarray(pixels),
         spacing=pixel_spacing(ds),
         meta=meta,
         dicom=DicomSource((drop_pixels(ds),)),
+        stored=stored,
     )

@@ -37,27 +37,32 @@ def _open(data: bytes, name: str) -> Image.Image:
         raise InvalidImage(f"{name} header is corrupt") from None
 
 
-def _to_array(img: Image.Image) -> tuple[np.ndarray, int]:
-    """Pixels as (H, W) or (H, W, 3) float32 and the bits per sample they carry."""
+def _to_array(img: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Pixels as (H, W) or (H, W, 3) float32, the bits per sample they carry, and the gray
+    8/16-bit samples they were copied from (None for other modes)."""
     mode = img.mode
     if mode in _GRAY16:
-        return np.asarray(img).astype(np.float32), 16
+        # native byte order (I;16B is big endian); no copy when it already is
+        stored = np.asarray(img).astype(np.uint16, copy=False)
+        return stored.astype(np.float32), 16, stored
     if mode == "I":
         arr = np.asarray(img)
         bits = 16 if arr.size == 0 or (arr.min() >= 0 and arr.max() <= 0xFFFF) else 32
-        return arr.astype(np.float32), bits
+        return arr.astype(np.float32), bits, arr.astype(np.uint16) if bits == 16 else None
     if mode == "F":
-        return np.asarray(img, dtype=np.float32), 32
+        return np.asarray(img, dtype=np.float32), 32, None
     if mode == "L":
-        return np.asarray(img).astype(np.float32), 8
+        stored = np.asarray(img)
+        return stored.astype(np.float32), 8, stored
     if mode in ("1", "LA", "La"):  # bilevel → 0/255, gray + alpha → gray
-        return np.asarray(img.convert("L")).astype(np.float32), 8
+        stored = np.asarray(img.convert("L"))
+        return stored.astype(np.float32), 8, stored
     if mode in ("RGBA", "RGBX", "RGBa"):
-        return np.asarray(img)[:, :, :3].astype(np.float32), 8
+        return np.asarray(img)[:, :, :3].astype(np.float32), 8, None
     if mode == "RGB":
-        return np.asarray(img).astype(np.float32), 8
+        return np.asarray(img).astype(np.float32), 8, None
     # P, PA, CMYK, YCbCr, LAB, HSV, ...: let Pillow produce RGB.
-    return np.asarray(img.convert("RGB")).astype(np.float32), 8
+    return np.asarray(img.convert("RGB")).astype(np.float32), 8, None
 
 
 def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Image2D:
@@ -79,8 +84,8 @@ def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Imag
             raise ImageTooLarge(
                 f"image has {width * height} pixels; the limit is {limits.max_image_pixels}"
             )
-        # the decoded image and its float32 copy
-        limits.reserve(width * height * len(img.getbands()) * 6)
+        # the decoded image, its samples as an array (kept for gray) and their float32 copy
+        limits.reserve(width * height * len(img.getbands()) * 8)
         fmt = _FORMATS.get(img.format or "", kind)
         frames = int(getattr(img, "n_frames", 1))
         if frames > 1 and fmt != "jpeg":  # an MPO JPEG's extra frames are previews
@@ -88,7 +93,7 @@ def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Imag
         try:
             img.load()
             oriented = ImageOps.exif_transpose(img)
-            pixels, bits = _to_array(oriented)
+            pixels, bits, stored = _to_array(oriented)
         except _DECODE_ERRORS as exc:
             truncated = isinstance(exc, OSError) and "truncated" in str(exc)
             what = "truncated" if truncated else "corrupt"
@@ -97,7 +102,10 @@ def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Imag
         img.close()
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
+        stored = None
     if pixels.size == 0:
         raise InvalidImage(f"{name} image has zero size")
     meta = Meta(format=fmt, bits_stored=16 if bits == 16 else (32 if bits == 32 else 8))
-    return Image2D(pixels=np.ascontiguousarray(pixels), spacing=None, meta=meta)
+    if stored is not None and stored.shape != pixels.shape:
+        stored = None
+    return Image2D(pixels=np.ascontiguousarray(pixels), spacing=None, meta=meta, stored=stored)
