@@ -112,10 +112,14 @@ def apply_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
     span = high - low
     if span <= 0:
         return np.zeros(values.shape, dtype=np.float32)
-    # three passes: (v - low) into a new float32 array, the scale, the clip, all in place
-    out: np.ndarray = np.subtract(
-        values.astype(np.float32, copy=False), np.float32(low), dtype=np.float32
-    )
+    # three passes for float32 (v - low into a new array, the scale, the clip), a cast first
+    # for other types
+    out: np.ndarray
+    if values.dtype == np.float32:
+        out = np.subtract(values, np.float32(low), dtype=np.float32)
+    else:
+        out = values.astype(np.float32)
+        out -= np.float32(low)
     out *= np.float32(1.0 / span)
     np.clip(out, 0.0, 1.0, out=out)
     return out
