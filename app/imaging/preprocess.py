@@ -5,6 +5,8 @@ Training calls these same functions, so what a model was trained on is what it i
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -147,17 +149,92 @@ def resize2d(plane: np.ndarray, size: tuple[int, int], method: str) -> np.ndarra
 _CHUNK_VOXELS = 4_000_000  # 16 MB of float32 windowed voxels at a time
 
 
+# Pillow's convolution filters (support in source pixels at scale 1, kernel): the ones
+# resize_weights computes directly; any other method is read off Pillow itself.
+def _triangle(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.maximum(0.0, 1.0 - np.abs(x))
+    return out
+
+
+def _box(x: np.ndarray) -> np.ndarray:
+    return ((x > -0.5) & (x <= 0.5)).astype(np.float64)
+
+
+_FILTERS: dict[str, tuple[float, Callable[[np.ndarray], np.ndarray]]] = {
+    "bilinear": (1.0, _triangle),
+    "trilinear": (1.0, _triangle),
+    "area": (0.5, _box),
+}
+
+
 @lru_cache(maxsize=32)
 def resize_weights(src: int, dst: int, method: str) -> np.ndarray:
     """(dst, src) float32 matrix ``M`` such that ``M @ v`` resizes a line of ``src`` samples to
-    ``dst`` as Pillow does (its filter, support and edge normalisation): the weights are read
-    off Pillow by resizing the identity, so a plane resized as ``R @ P @ C.T`` matches
-    ``resize2d`` to float32 rounding."""
-    identity = Image.fromarray(np.eye(src, dtype=np.float32))
-    out = identity.resize((dst, src), resample=_PIL_RESAMPLE[method])  # rows stay, columns → dst
-    weights = np.asarray(out, dtype=np.float32).T.copy()
+    ``dst`` as Pillow does, so a plane resized as ``R @ P @ C.T`` matches ``resize2d`` to
+    float32 rounding. Bilinear and box weights are computed as Pillow computes them (its
+    ``precompute_coeffs``: the kernel widened by the reduction factor, centred on
+    ``(i + 0.5) * src / dst``, normalised over the source pixels it covers); other filters are
+    read off Pillow by resizing the identity."""
+    if method not in _FILTERS:
+        identity = Image.fromarray(np.eye(src, dtype=np.float32))
+        out = identity.resize((dst, src), resample=_PIL_RESAMPLE[method])  # columns → dst
+        weights = np.asarray(out, dtype=np.float32).T.copy()
+        weights.setflags(write=False)
+        return weights
+    base, kernel = _FILTERS[method]
+    scale = src / dst
+    filterscale = max(scale, 1.0)
+    support = base * filterscale
+    centres = (np.arange(dst, dtype=np.float64) + 0.5) * scale
+    first = np.maximum((centres - support + 0.5).astype(np.int64), 0)  # C's (int): truncation
+    stop = np.minimum((centres + support + 0.5).astype(np.int64), src)
+    taps = first[:, None] + np.arange(math.ceil(support) * 2 + 1)[None, :]
+    inside = taps < stop[:, None]
+    w = np.where(inside, kernel((taps - centres[:, None] + 0.5) / filterscale), 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    w = np.divide(w, total, out=w, where=total != 0)
+    dense = np.zeros((dst, src), dtype=np.float64)
+    rows = np.broadcast_to(np.arange(dst)[:, None], taps.shape)
+    dense[rows[inside], taps[inside]] = w[inside]
+    weights = dense.astype(np.float32)
     weights.setflags(write=False)
     return weights
+
+
+_ROW_BLOCK = 64  # source rows windowed at a time (a few hundred kB: stays in cache)
+
+
+@lru_cache(maxsize=32)
+def _row_blocks(src: int, dst: int, method: str) -> tuple[tuple[int, int, int, int], ...]:
+    """For each block of ``_ROW_BLOCK`` source rows: (start, stop, first, last + 1) of the
+    output rows its weights reach."""
+    weights = resize_weights(src, dst, method)
+    blocks = []
+    for start in range(0, src, _ROW_BLOCK):
+        stop = min(start + _ROW_BLOCK, src)
+        reached = np.flatnonzero(weights[:, start:stop].any(axis=1))
+        if reached.size:
+            blocks.append((start, stop, int(reached[0]), int(reached[-1]) + 1))
+    return tuple(blocks)
+
+
+def window_resize(
+    values: np.ndarray, low: float, high: float, size: tuple[int, int], method: str
+) -> np.ndarray:
+    """``resize2d(apply_window(values, low, high), size, method)`` for a large (H, W) image,
+    without the full-resolution windowed copy: each block of rows is windowed while it is in
+    cache and folded into the output rows it reaches with Pillow's weights (``resize_weights``),
+    then the columns are resized. Same values as the two steps to float32 rounding; ``values``
+    may be the stored 8/16-bit samples (the same numbers as their float32 copy)."""
+    height, width = size
+    rows = resize_weights(values.shape[0], height, method)
+    cols = resize_weights(values.shape[1], width, method)
+    tall = np.zeros((height, values.shape[1]), dtype=np.float32)
+    for start, stop, first, last in _row_blocks(values.shape[0], height, method):
+        block = apply_window(values[start:stop], low, high)
+        tall[first:last] += rows[first:last, start:stop] @ block
+    out: np.ndarray = tall @ cols.T
+    return out
 
 
 def _block_mean(plane: np.ndarray, fh: int, fw: int) -> np.ndarray:
@@ -227,9 +304,27 @@ def preprocess_image(image: Image2D, prep: Preprocessing, layout: str) -> np.nda
     # a gray 8/16-bit image's samples as integers: the same values, ranked from a histogram
     stored = image.stored if image.pixels.ndim == 2 and image.stored is not None else None
     low, high = intensity_bounds(plane if stored is None else stored, prep.intensity)
-    scaled = apply_window(plane, low, high)
-    resized = resize2d(scaled, (prep.size[0], prep.size[1]), prep.resize)
+    size = (prep.size[0], prep.size[1])
+    if _fold_rows(plane.shape, size, prep.resize):
+        resized = window_resize(plane if stored is None else stored, low, high, size, prep.resize)
+    else:
+        resized = resize2d(apply_window(plane, low, high), size, prep.resize)
     return _to_layout(resized, layout, prep.channels)
+
+
+_FOLD_MIN_PIXELS = 1_000_000
+
+
+def _fold_rows(shape: tuple[int, ...], size: tuple[int, int], method: str) -> bool:
+    """Whether ``window_resize`` does this resize: a large image reduced (a film) with a filter
+    whose weights are computed (not a whole-block area reduction, which has its own path)."""
+    rows, cols = shape[0], shape[1]
+    if method not in _FILTERS or rows * cols < _FOLD_MIN_PIXELS:
+        return False
+    if rows < size[0] or cols < size[1]:
+        return False
+    whole_blocks = rows % size[0] == 0 and cols % size[1] == 0
+    return not (method == "area" and whole_blocks)
 
 
 def preprocess_volume(volume: Volume, prep: Preprocessing, layout: str) -> np.ndarray:

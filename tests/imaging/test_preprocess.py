@@ -187,3 +187,62 @@ def test_large_images_rank_the_same_sample() -> None:
     )
     fast = preprocess_image(image, prep, "NHWC")
     np.testing.assert_allclose(fast, preprocess_image(_general(image), prep, "NHWC"), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [(7, 3), (100, 100), (255, 64), (300, 128), (768, 192), (1001, 128), (2500, 128),
+     (100, 300)],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["bilinear", "trilinear", "area"])
+def test_computed_resize_weights_equal_pillows(src: int, dst: int, method: str) -> None:
+    """The weights computed as Pillow computes them resize a line as Pillow does."""
+    from app.imaging.preprocess import resize_weights
+
+    line = np.random.default_rng(src).random((3, src)).astype(np.float32)
+    resample = {"area": Image.Resampling.BOX}.get(method, Image.Resampling.BILINEAR)
+    expected = np.asarray(Image.fromarray(line).resize((dst, 3), resample=resample))
+    got = line @ resize_weights(src, dst, method).T
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "method"),
+    [((2500, 2000), (128, 128), "area"), ((2000, 2500), (128, 128), "bilinear"),
+     ((1100, 1001), (224, 200), "bilinear"), ((1024, 1024), (100, 128), "area")],
+)  # fmt: skip
+@pytest.mark.parametrize("stored", [np.uint8, np.uint16, None])
+def test_window_folded_into_the_row_resize_equals_window_then_resize(
+    shape: tuple[int, int], size: tuple[int, int], method: str, stored: type | None
+) -> None:
+    """A large film: ``preprocess_image`` windows blocks of rows into the resize
+    (``window_resize``); the tensor equals the full-resolution window then Pillow's resize."""
+    from app.imaging.preprocess import _fold_rows, apply_window, intensity_bounds
+
+    top = 256 if stored is np.uint8 else 4096
+    samples = np.random.default_rng(8).integers(0, top, shape)
+    pixels = samples.astype(np.float32)
+    image = Image2D(
+        pixels, None, Meta(format="png"), stored=samples.astype(stored) if stored else None
+    )
+    prep = Preprocessing(
+        kind="image2d",
+        size=size,
+        channels=1,
+        intensity=Intensity(method="percentile", low=0.5, high=99.5),
+        resize=method,
+    )
+    assert _fold_rows(shape, size, method)
+    got = preprocess_image(image, prep, "NHWC")[0, :, :, 0]
+    low, high = intensity_bounds(pixels, prep.intensity)  # the float path's bounds
+    expected = resize2d(apply_window(pixels, low, high), size, method)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_small_images_and_whole_blocks_keep_pillows_resize() -> None:
+    from app.imaging.preprocess import _fold_rows
+
+    assert not _fold_rows((256, 256), (128, 128), "bilinear")  # the MRI slice
+    assert not _fold_rows((768, 1024), (192, 256), "area")  # the phantom frame: whole blocks
+    assert not _fold_rows((2000, 2000), (128, 128), "nearest")
+    assert not _fold_rows((1000, 1000), (2000, 2000), "bilinear")  # enlarging
