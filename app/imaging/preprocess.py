@@ -204,18 +204,21 @@ def resize_weights(src: int, dst: int, method: str) -> np.ndarray:
 _ROW_BLOCK = 64  # source rows windowed at a time (a few hundred kB: stays in cache)
 
 
-@lru_cache(maxsize=32)
-def _row_blocks(src: int, dst: int, method: str) -> tuple[tuple[int, int, int, int], ...]:
-    """For each block of ``_ROW_BLOCK`` source rows: (start, stop, first, last + 1) of the
-    output rows its weights reach."""
-    weights = resize_weights(src, dst, method)
+def _blocks_of(weights: np.ndarray) -> tuple[tuple[int, int, int, int], ...]:
+    """For each block of ``_ROW_BLOCK`` source rows of a (dst, src) weight matrix: (start,
+    stop, first, last + 1) of the output rows its weights reach."""
     blocks = []
-    for start in range(0, src, _ROW_BLOCK):
-        stop = min(start + _ROW_BLOCK, src)
+    for start in range(0, weights.shape[1], _ROW_BLOCK):
+        stop = min(start + _ROW_BLOCK, weights.shape[1])
         reached = np.flatnonzero(weights[:, start:stop].any(axis=1))
         if reached.size:
             blocks.append((start, stop, int(reached[0]), int(reached[-1]) + 1))
     return tuple(blocks)
+
+
+@lru_cache(maxsize=32)
+def _row_blocks(src: int, dst: int, method: str) -> tuple[tuple[int, int, int, int], ...]:
+    return _blocks_of(resize_weights(src, dst, method))
 
 
 def window_resize(
@@ -343,12 +346,31 @@ def preprocess_volume(volume: Volume, prep: Preprocessing, layout: str) -> np.nd
         return _to_layout(resize_depth(planes, depth), layout, prep.channels)
     # In-plane resize as two matrix products with Pillow's own filter weights, a few slices at
     # a time: one BLAS call per chunk instead of a Pillow round trip per slice.
+    voxels = volume.voxels
     row_w = resize_weights(rows, height, prep.resize)
     col_w = resize_weights(cols, width, prep.resize)
+    # A reader's canonical view may run backwards along an axis (a flipped file): read it
+    # forwards (a fast cast) and reverse the weights instead (a slice flip is reversed last).
+    flips = tuple(axis for axis in range(3) if voxels.strides[axis] < 0)
+    if flips:
+        voxels = np.flip(voxels, flips)
+        row_w = row_w[:, ::-1] if 1 in flips else row_w
+        col_w = col_w[:, ::-1] if 2 in flips else col_w
     chunk = max(1, _CHUNK_VOXELS // (rows * cols))
+    blocks = _blocks_of(row_w)
+    col_t = np.ascontiguousarray(col_w.T)
     for start in range(0, slices, chunk):
-        windowed = apply_window(volume.voxels[start : start + chunk], low, high)
-        planes[start : start + chunk] = np.matmul(np.matmul(row_w, windowed), col_w.T)
+        windowed = apply_window(voxels[start : start + chunk], low, high)
+        # the row resize block by block: each block of source rows meets only the few output
+        # rows its weights reach, not the whole (mostly zero) weight matrix
+        tall = np.zeros((windowed.shape[0], height, cols), dtype=np.float32)
+        for first_row, stop_row, first, last in blocks:
+            tall[:, first:last] += np.matmul(
+                row_w[first:last, first_row:stop_row], windowed[:, first_row:stop_row]
+            )
+        planes[start : start + chunk] = np.matmul(tall, col_t)
+    if 0 in flips:
+        planes = planes[::-1]
     return _to_layout(resize_depth(planes, depth), layout, prep.channels)
 
 
