@@ -234,8 +234,13 @@ def test_canonical_view_reads_what_source_view_writes() -> None:
         np.testing.assert_array_equal(canonical_view(source, canon), filled)
 
 
-@pytest.mark.parametrize("gz", [False, True])
-def test_unscaled_integer_volume_is_a_view_with_the_float_paths_tensor(gz: bool) -> None:
+@pytest.mark.parametrize(
+    ("gz", "diagonal"),
+    [(False, (-0.7, 0.8, 2.0)), (True, (-0.7, 0.8, 2.0)), (False, (0.7, -0.8, -2.0))],
+)
+def test_unscaled_integer_volume_is_a_view_with_the_float_paths_tensor(
+    gz: bool, diagonal: tuple[float, float, float]
+) -> None:
     """int16 without scl_slope: voxels are the upload's integers (no float copy), and the
     model input equals the one made from the float32 volume (the path with scaling)."""
     from app.imaging.card import Intensity, Preprocessing
@@ -244,7 +249,7 @@ def test_unscaled_integer_volume_is_a_view_with_the_float_paths_tensor(gz: bool)
 
     rng = np.random.default_rng(7)
     hu = rng.integers(-1200, 1500, (37, 41, 23)).astype(np.int16)
-    affine = np.diag([-0.7, 0.8, 2.0, 1.0])
+    affine = np.diag([*diagonal, 1.0])  # flips rows; columns and slices
     img = nib.Nifti1Image(hu, affine)
     img.header.set_slope_inter(np.nan, np.nan)
     data = bytes(img.to_bytes())
