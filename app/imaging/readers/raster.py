@@ -37,13 +37,36 @@ def _open(data: bytes, name: str) -> Image.Image:
         raise InvalidImage(f"{name} header is corrupt") from None
 
 
+# Modes whose raw bytes are the samples as they are (Pillow's own raw encoding of the mode).
+_RAW_DTYPES = {
+    "L": np.dtype(np.uint8),
+    "RGB": np.dtype(np.uint8),
+    "I;16": np.dtype("<u2"),
+    "I;16L": np.dtype("<u2"),
+    "I;16B": np.dtype(">u2"),
+}
+
+
+def _samples(img: Image.Image) -> np.ndarray:
+    """The image's samples as a read-only array: (H, W) or (H, W, bands). For the common
+    modes from ``tobytes`` (one copy; ``np.asarray`` through the array interface takes about
+    four times as long on a film), else through the array interface."""
+    dtype = _RAW_DTYPES.get(img.mode)
+    if dtype is None:
+        return np.asarray(img)
+    width, height = img.size
+    bands = len(img.getbands())
+    shape = (height, width) if bands == 1 else (height, width, bands)
+    return np.frombuffer(img.tobytes(), dtype=dtype).reshape(shape)
+
+
 def _to_array(img: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Pixels as (H, W) or (H, W, 3) float32, the bits per sample they carry, and the gray
     8/16-bit samples they were copied from (None for other modes)."""
     mode = img.mode
     if mode in _GRAY16:
         # native byte order (I;16B is big endian); no copy when it already is
-        stored = np.asarray(img).astype(np.uint16, copy=False)
+        stored = _samples(img).astype(np.uint16, copy=False)
         return stored.astype(np.float32), 16, stored
     if mode == "I":
         arr = np.asarray(img)
@@ -52,7 +75,7 @@ def _to_array(img: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
     if mode == "F":
         return np.asarray(img, dtype=np.float32), 32, None
     if mode == "L":
-        stored = np.asarray(img)
+        stored = _samples(img)
         return stored.astype(np.float32), 8, stored
     if mode in ("1", "LA", "La"):  # bilevel → 0/255, gray + alpha → gray
         stored = np.asarray(img.convert("L"))
@@ -60,9 +83,18 @@ def _to_array(img: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
     if mode in ("RGBA", "RGBX", "RGBa"):
         return np.asarray(img)[:, :, :3].astype(np.float32), 8, None
     if mode == "RGB":
-        return np.asarray(img).astype(np.float32), 8, None
+        return _samples(img).astype(np.float32), 8, None
     # P, PA, CMYK, YCbCr, LAB, HSV, ...: let Pillow produce RGB.
     return np.asarray(img.convert("RGB")).astype(np.float32), 8, None
+
+
+def _rotated(img: Image.Image) -> bool:
+    """Whether the EXIF orientation asks for a transpose (``exif_transpose`` copies the image
+    even when it does not)."""
+    try:
+        return img.getexif().get(0x0112, 1) not in (1, None)
+    except _DECODE_ERRORS:
+        return True  # let exif_transpose decide (and report a corrupt file)
 
 
 def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Image2D:
@@ -92,7 +124,7 @@ def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Imag
             raise InvalidImage(f"{name} holds {frames} frames; one 2D image was expected")
         try:
             img.load()
-            oriented = ImageOps.exif_transpose(img)
+            oriented = ImageOps.exif_transpose(img, in_place=False) if _rotated(img) else img
             pixels, bits, stored = _to_array(oriented)
         except _DECODE_ERRORS as exc:
             truncated = isinstance(exc, OSError) and "truncated" in str(exc)
