@@ -38,7 +38,7 @@ def _open(data: bytes, name: str) -> Image.Image:
 
 
 # Modes whose raw bytes are the samples as they are (Pillow's own raw encoding of the mode).
-_RAW_DTYPES = {
+_RAW_DTYPES: dict[str, np.dtype[np.uint8] | np.dtype[np.uint16]] = {
     "L": np.dtype(np.uint8),
     "RGB": np.dtype(np.uint8),
     "I;16": np.dtype("<u2"),
@@ -57,7 +57,8 @@ def _samples(img: Image.Image) -> np.ndarray:
     width, height = img.size
     bands = len(img.getbands())
     shape = (height, width) if bands == 1 else (height, width, bands)
-    return np.frombuffer(img.tobytes(), dtype=dtype).reshape(shape)
+    samples: np.ndarray = np.frombuffer(img.tobytes(), dtype=dtype).reshape(shape)
+    return samples
 
 
 def _to_array(img: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
