@@ -303,13 +303,14 @@ def _to_layout(x: np.ndarray, layout: str, channels: int) -> np.ndarray:
 
 def preprocess_image(image: Image2D, prep: Preprocessing, layout: str) -> np.ndarray:
     """Image2D → (1, H, W, C) or (1, C, H, W) float32 in [0, 1] at ``prep.size``."""
-    plane = select_channel(image.pixels, prep.channel_index)
-    # a gray 8/16-bit image's samples as integers: the same values, ranked from a histogram
-    stored = image.stored if image.pixels.ndim == 2 and image.stored is not None else None
-    low, high = intensity_bounds(plane if stored is None else stored, prep.intensity)
+    # A gray 8/16-bit image's samples as integers are the same values as its float32 pixels:
+    # ranked from a histogram, windowed straight from the samples (no float32 copy).
+    stored = image.stored if image.stored is not None and image.stored.ndim == 2 else None
+    plane = stored if stored is not None else select_channel(image.pixels, prep.channel_index)
+    low, high = intensity_bounds(plane, prep.intensity)
     size = (prep.size[0], prep.size[1])
     if _fold_rows(plane.shape, size, prep.resize):
-        resized = window_resize(plane if stored is None else stored, low, high, size, prep.resize)
+        resized = window_resize(plane, low, high, size, prep.resize)
     else:
         resized = resize2d(apply_window(plane, low, high), size, prep.resize)
     return _to_layout(resized, layout, prep.channels)

@@ -246,3 +246,24 @@ def test_small_images_and_whole_blocks_keep_pillows_resize() -> None:
     assert not _fold_rows((768, 1024), (192, 256), "area")  # the phantom frame: whole blocks
     assert not _fold_rows((2000, 2000), (128, 128), "nearest")
     assert not _fold_rows((1000, 1000), (2000, 2000), "bilinear")  # enlarging
+
+
+def test_a_gray_films_float_pixels_are_made_only_when_read() -> None:
+    """Readers hand gray 8/16-bit samples over as they are; preprocessing works from them and
+    the float32 copy exists only once something reads ``pixels`` (same values)."""
+    from app.imaging.limits import DecodeLimits
+    from app.imaging.readers import decode_image
+
+    array = np.random.default_rng(9).integers(0, 256, (1200, 1000)).astype(np.uint8)
+    image = decode_image([_png(array)], DecodeLimits())
+    prep = Preprocessing(
+        kind="image2d",
+        size=(128, 128),
+        channels=1,
+        intensity=Intensity(method="percentile", low=0.5, high=99.5),
+        resize="area",
+    )
+    tensor = preprocess_image(image, prep, "NHWC")
+    assert image._pixels is None and image.shape == (1200, 1000)
+    np.testing.assert_array_equal(image.pixels, array.astype(np.float32))
+    np.testing.assert_allclose(preprocess_image(_general(image), prep, "NHWC"), tensor, atol=1e-6)

@@ -493,14 +493,15 @@ def decode_dicom_image(
     # the decoded frame and its float values
     limits.reserve(info.rows * info.cols * info.samples * (4 + max(1, info.bits_allocated // 8)))
     frame = next(iter_frames(ds, decoder, [0]))
-    stored = frame if untransformed(frame, ds, info, voi=apply_voi_lut) else None
-    if stored is not None:
-        pixels = stored.astype(np.float32)  # what frame_values gives, without its float64 pass
-    else:
-        pixels = frame_values(frame, ds, info, voi=apply_voi_lut)
+    # untransformed 8/16-bit samples: kept as they are (what frame_values gives is their
+    # float32 copy, made by Image2D when first read)
+    stored = (
+        np.ascontiguousarray(frame) if untransformed(frame, ds, info, voi=apply_voi_lut) else None
+    )
+    pixels = None if stored is not None else frame_values(frame, ds, info, voi=apply_voi_lut)
     meta = dicom_meta(ds, info, "dicom", transfer_syntax=str(ds.file_meta.TransferSyntaxUID))
     return Image2D(
-        pixels=np.ascontiguousarray(pixels),
+        pixels=None if pixels is None else np.ascontiguousarray(pixels),
         spacing=pixel_spacing(ds),
         meta=meta,
         dicom=DicomSource((drop_pixels(ds),)),

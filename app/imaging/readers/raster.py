@@ -61,26 +61,27 @@ def _samples(img: Image.Image) -> np.ndarray:
     return samples
 
 
-def _to_array(img: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
+def _to_array(img: Image.Image) -> tuple[np.ndarray | None, int, np.ndarray | None]:
     """Pixels as (H, W) or (H, W, 3) float32, the bits per sample they carry, and the gray
-    8/16-bit samples they were copied from (None for other modes)."""
+    8/16-bit samples; for those the float32 pixels are None (``Image2D`` makes them when they
+    are first read)."""
     mode = img.mode
     if mode in _GRAY16:
         # native byte order (I;16B is big endian); no copy when it already is
         stored = _samples(img).astype(np.uint16, copy=False)
-        return stored.astype(np.float32), 16, stored
+        return None, 16, stored
     if mode == "I":
         arr = np.asarray(img)
         bits = 16 if arr.size == 0 or (arr.min() >= 0 and arr.max() <= 0xFFFF) else 32
-        return arr.astype(np.float32), bits, arr.astype(np.uint16) if bits == 16 else None
+        if bits == 16:
+            return None, bits, arr.astype(np.uint16)
+        return arr.astype(np.float32), bits, None
     if mode == "F":
         return np.asarray(img, dtype=np.float32), 32, None
     if mode == "L":
-        stored = _samples(img)
-        return stored.astype(np.float32), 8, stored
+        return None, 8, _samples(img)
     if mode in ("1", "LA", "La"):  # bilevel → 0/255, gray + alpha → gray
-        stored = np.asarray(img.convert("L"))
-        return stored.astype(np.float32), 8, stored
+        return None, 8, np.asarray(img.convert("L"))
     if mode in ("RGBA", "RGBX", "RGBa"):
         return np.asarray(img)[:, :, :3].astype(np.float32), 8, None
     if mode == "RGB":
@@ -133,12 +134,14 @@ def decode_raster(data: bytes, kind: RasterFormat, limits: DecodeLimits) -> Imag
             raise InvalidImage(f"{name} data is {what}") from None
     finally:
         img.close()
+    meta = Meta(format=fmt, bits_stored=16 if bits == 16 else (32 if bits == 32 else 8))
+    if stored is not None:  # gray 8/16-bit: the samples; float32 pixels made when first read
+        if stored.size == 0:
+            raise InvalidImage(f"{name} image has zero size")
+        return Image2D(None, None, meta, stored=np.ascontiguousarray(stored))
+    assert pixels is not None
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
-        stored = None
     if pixels.size == 0:
         raise InvalidImage(f"{name} image has zero size")
-    meta = Meta(format=fmt, bits_stored=16 if bits == 16 else (32 if bits == 32 else 8))
-    if stored is not None and stored.shape != pixels.shape:
-        stored = None
-    return Image2D(pixels=np.ascontiguousarray(pixels), spacing=None, meta=meta, stored=stored)
+    return Image2D(pixels=np.ascontiguousarray(pixels), spacing=None, meta=meta)
