@@ -7,11 +7,17 @@ bodies may hold at most half the budget, so that the requests being decoded alwa
 Decoders announce each large allocation (``DecodeLimits.claim``) before making it; the ticket
 takes those bytes from the budget too, waiting a bounded time for room. Past the queue, or
 after the wait, the answer is 503 ``overloaded`` with Retry-After: never a reset.
+
+Decoders claim in steps (an archive's entries, then the volume), so two requests could each
+hold part of what they need and wait for the other's: the older one (admitted first) waits,
+a younger one that would have to wait behind it is refused at once, and one already waiting
+is woken and refused ("wound-wait"), so a wait never lasts on a cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +41,7 @@ class ByteBudget:
         self.total = total
         self.used = 0
         self._cond = threading.Condition()
+        self._waiting: dict[int, bool] = {}  # request seq → told to give up its wait
 
     def try_take(self, nbytes: int, ceiling: int) -> bool:
         with self._cond:
@@ -43,13 +50,32 @@ class ByteBudget:
             self.used += nbytes
             return True
 
-    def take(self, nbytes: int, timeout: float) -> bool:
-        """Block (a worker thread) until ``nbytes`` fit in the budget, at most ``timeout``."""
+    def take(self, nbytes: int, timeout: float, seq: int = 0) -> bool:
+        """Block (a worker thread) until ``nbytes`` fit in the budget, at most ``timeout``.
+
+        ``seq`` orders the requests (lower = admitted earlier). A request does not wait behind
+        an older waiting one (False at once), and its own wait wakes and fails younger waiters:
+        claims held in parts can then never wait on each other in a cycle."""
         with self._cond:
-            ok = self._cond.wait_for(lambda: self.used + nbytes <= self.total, timeout)
-            if ok:
+            if self.used + nbytes <= self.total:
                 self.used += nbytes
-            return ok
+                return True
+            if any(other < seq for other in self._waiting):
+                return False
+            for other in self._waiting:
+                self._waiting[other] = True  # younger: wounded, it gives up its wait
+            self._waiting[seq] = False
+            self._cond.notify_all()
+            try:
+                ok = self._cond.wait_for(
+                    lambda: self._waiting[seq] or self.used + nbytes <= self.total, timeout
+                )
+                if not ok or self._waiting[seq]:
+                    return False
+                self.used += nbytes
+                return True
+            finally:
+                del self._waiting[seq]
 
     def give(self, nbytes: int) -> None:
         with self._cond:
@@ -60,14 +86,16 @@ class ByteBudget:
 class Ticket:
     """One admitted request's share of the budget; released when the request ends."""
 
-    def __init__(self, limiter: InferenceLimiter) -> None:
+    def __init__(self, limiter: InferenceLimiter, seq: int = 0) -> None:
         self.limiter = limiter
+        self.seq = seq
         self.held = 0
 
     def claim(self, nbytes: int) -> None:
         """A decoder's announced allocation (called in a worker thread)."""
         limiter = self.limiter
-        if nbytes > limiter.budget.total or not limiter.budget.take(nbytes, limiter.timeout):
+        budget = limiter.budget
+        if nbytes > budget.total or not budget.take(nbytes, limiter.timeout, self.seq):
             raise limiter.overloaded("the in-flight memory budget is spent; retry later")
         self.held += nbytes
 
@@ -96,6 +124,7 @@ class InferenceLimiter:
         self.budget = ByteBudget(max_inflight_bytes)
         self.timeout = timeout
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._seq = itertools.count()
 
     def overloaded(self, detail: str) -> Overloaded:
         return Overloaded(detail, headers={"Retry-After": str(self.retry_after)})
@@ -107,7 +136,7 @@ class InferenceLimiter:
             raise self.overloaded("too many inferences in progress; retry later")
         self.pending += 1
         self.metrics.inflight.inc()
-        ticket = Ticket(self)
+        ticket = Ticket(self, next(self._seq))
         try:
             await self._reserve_body(ticket, 2 * body_bytes)
             yield ticket

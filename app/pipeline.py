@@ -10,6 +10,7 @@ import base64
 import hashlib
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,21 @@ def upload_sha256(parts: Sequence[bytes]) -> str:
     return h.hexdigest()
 
 
+_HASH_IN_THREAD_BYTES = 1 << 20
+_hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medserve-sha256")
+
+
+def upload_digest(parts: Sequence[bytes]) -> Future[str]:
+    """The upload's sha256, computed next to decoding: hashlib releases the GIL while it hashes
+    a large buffer, so on a second core it costs the request nothing (small uploads are hashed
+    at once)."""
+    if sum(len(p) for p in parts) < _HASH_IN_THREAD_BYTES:
+        done: Future[str] = Future()
+        done.set_result(upload_sha256(parts))
+        return done
+    return _hasher.submit(upload_sha256, parts)
+
+
 def decode_for(entry: ModelEntry, parts: Sequence[bytes], limits: DecodeLimits) -> Image2D | Volume:
     """Decode what the model's card says it takes: a 2D image or a volume."""
     assert entry.card is not None
@@ -179,6 +195,7 @@ def classify(
     card = entry.card
     assert card is not None
     timer = Timer()
+    digest = upload_digest(parts)
     item, batch, output, ood = _run(entry, parts, limits, metrics, timer, dicom, ood_policy)
     decision = decide(classification_logit(output, card), card, operating_point)
     warnings = conformance_warnings(item, card) + ood_warnings(ood)
@@ -195,7 +212,7 @@ def classify(
         timer.lap("dicom_out")
     return Classified(
         item,
-        upload_sha256(parts),
+        digest.result(),
         decision,
         warnings,
         timer.total(),
@@ -271,6 +288,7 @@ def segment(
     card = entry.card
     assert card is not None and card.pixel_threshold is not None
     timer = Timer()
+    digest = upload_digest(parts)
     item, _, output, ood = _run(entry, parts, limits, metrics, timer, bool(dicom), ood_policy)
     assert isinstance(item, Image2D)
     probs = probability_map(output, card)
@@ -306,7 +324,7 @@ def segment(
         timer.lap("dicom_out")
     return Segmented(
         item,
-        upload_sha256(parts),
+        digest.result(),
         decision,
         summary,
         encoded,

@@ -29,6 +29,7 @@ import io
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -409,6 +410,15 @@ def _rss_mb(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     return fields
+
+
+def kept_sections(path: Path) -> str:
+    """The sections other benchmarks write into the same file (between ``<!-- name:begin -->``
+    and ``<!-- name:end -->``, e.g. bench/hospital.py's), carried over unchanged."""
+    old = path.read_text() if path.is_file() else ""
+    pattern = r"<!-- ([a-z]+):begin -->.*?<!-- \1:end -->"
+    blocks = [m.group(0) for m in re.finditer(pattern, old, flags=re.S)]
+    return "".join("\n\n" + b for b in blocks) + ("\n" if blocks else "")
 
 
 class Server:
@@ -850,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         draw(results, args.plot)
     text = report(results, args.plot, args.out)
-    args.out.write_text(text)
+    args.out.write_text(text + kept_sections(args.out))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(text)

@@ -16,7 +16,8 @@ the small image, ``session.run`` with intra-op threads = cores; segmenters resiz
 (BILINEAR) and threshold it. CT: ``gzip.decompress`` + nibabel (or pydicom per slice, sorted by
 position, slope/intercept), per-plane BILINEAR float32 resize to the model's plane, the mean over
 equal depth chunks, the HU window, ``session.run``. e2e: one upload over a keep-alive connection
-timed by the client (median of 15; CT of 3) after a warm-up; throughput at concurrency 1, 2, 4.
+timed by the client (median of 15; CT of 3) after a warm-up, each upload followed by one run of
+the reference (both see the same load on a shared machine); throughput at concurrency 1, 2, 4.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from benchmark import ENDPOINTS, Server, Upload, load  # noqa: E402
+from benchmark import ENDPOINTS, Server, Upload, load, summary  # noqa: E402
+
+BURST_UPLOADS, BURST_BUDGET_MB = 24, 1024
 
 BEGIN, END = "<!-- hospital:begin -->", "<!-- hospital:end -->"
 TARGET, CT_TARGET = 1.25, 1.0
@@ -292,17 +295,141 @@ def _multipart_slices(slices: list[bytes]) -> Upload:
 # --------------------------------------------------------------------------- run
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    return float(np.median(samples))
+def interleaved(
+    port: int, path: str, upload: Upload, reference: Callable[[], object], repeats: int
+) -> tuple[dict[str, Any], float]:
+    """``repeats`` e2e uploads over one keep-alive connection, each followed by one run of the
+    reference pipeline, so both see the same load on a shared machine: the e2e summary (as
+    ``load`` gives it) and the reference median in ms."""
+    import http.client
+
+    reference()  # its warm-up (the service was warmed up by the caller)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    headers = {"Content-Type": upload.content_type, "Accept": "application/json"}
+    latencies, refs, statuses = [], [], {}
+    try:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            conn.request("POST", path, body=upload.data, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            ms = (time.perf_counter() - t) * 1000
+            statuses[str(resp.status)] = statuses.get(str(resp.status), 0) + 1
+            if resp.status == 200:
+                latencies.append(ms)
+            t = time.perf_counter()
+            reference()
+            refs.append((time.perf_counter() - t) * 1000)
+    finally:
+        conn.close()
+    e2e = {"latency_ms": summary(latencies), "statuses": dict(sorted(statuses.items()))}
+    return e2e, float(np.median(refs))
 
 
-def run(scale: float, ct_slices: int, throughput: bool) -> dict[str, Any]:
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def _rss_now_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def burst(upload: Upload, n: int, budget_mb: int, tmp: Path) -> dict[str, Any]:
+    """``n`` concurrent uploads of ``upload`` (a large CT) to a server whose in-flight budget is
+    ``budget_mb``: how many were served, refused (503 with Retry-After) or lost (a reset, a
+    timeout, any other status), and the server's peak resident memory against
+    idle + 1.15 x budget (the peak read from VmHWM, reset through clear_refs after warm-up,
+    and from a 5 ms sampler as a cross-check)."""
+    import http.client
+    import threading
+
+    settings = {"MEDSERVE_MAX_INFLIGHT_BYTES": str(budget_mb * 1024 * 1024)}
+    server = Server(ROOT / "models", tmp / "burst.log", None, settings)
+    path = ENDPOINTS["covid_ct"]
+    try:
+        load(server.port, [(path, upload)] * 2, 1, None)  # warm-up: one CT through each stage
+        time.sleep(1.0)
+        pid = server.proc.pid
+        idle = _rss_now_mb(pid)
+        reset = True
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        except OSError:
+            reset = False
+        sampled = [idle]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                sampled.append(_rss_now_mb(pid))
+                time.sleep(0.005)
+
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def send() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+            try:
+                conn.request(
+                    "POST",
+                    path,
+                    body=upload.data,
+                    headers={"Content-Type": upload.content_type, "Accept": "application/json"},
+                )
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    outcome = "served"
+                elif resp.status == 503 and resp.getheader("Retry-After"):
+                    outcome = "refused"
+                else:
+                    outcome = f"status {resp.status}"
+            except OSError as exc:
+                outcome = f"lost ({type(exc).__name__})"
+            finally:
+                conn.close()
+            with lock:
+                outcomes.append(outcome)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        clients = [threading.Thread(target=send) for _ in range(n)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+        peak = _peak_rss_mb(pid) if reset else max(sampled)
+    finally:
+        server.stop()
+    counts = {k: outcomes.count(k) for k in sorted(set(outcomes))}
+    bound = idle + 1.15 * budget_mb
+    return {
+        "uploads": n,
+        "upload_mb": round(len(upload.data) / 1024 / 1024, 1),
+        "budget_mb": budget_mb,
+        "outcomes": counts,
+        "lost": sum(v for k, v in counts.items() if k not in ("served", "refused")),
+        "idle_rss_mb": round(idle, 1),
+        "peak_rss_mb": round(peak, 1),
+        "peak_rss_sampled_mb": round(max(sampled), 1),
+        "bound_mb": round(bound, 1),
+        "peak_over_budget": round((peak - idle) / budget_mb, 3),
+        "within_bound": peak <= bound,
+        "wall_s": round(wall, 1),
+    }
+
+
+def run(scale: float, ct_slices: int, throughput: bool, bursts: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         rows = build_rows(scale, ct_slices)
         server = Server(ROOT / "models", Path(tmp) / "server.log", None)
@@ -311,8 +438,7 @@ def run(scale: float, ct_slices: int, throughput: bool) -> dict[str, Any]:
             for row in rows:
                 path = ENDPOINTS[row.model]
                 load(server.port, [(path, row.upload)] * 2, 1, None)  # warm-up
-                e2e = load(server.port, [(path, row.upload)] * row.repeats, 1, None)
-                ref = median_ms(row.reference, row.repeats)
+                e2e, ref = interleaved(server.port, path, row.upload, row.reference, row.repeats)
                 entry = {
                     "row": row.name,
                     "model": row.model,
@@ -337,11 +463,24 @@ def run(scale: float, ct_slices: int, throughput: bool) -> dict[str, Any]:
                 )
         finally:
             server.stop()
+        burst_rows = []
+        if bursts:
+            for row in rows:
+                if row.model == "covid_ct" and row.upload.content_type != "application/gzip":
+                    if "multipart" in row.name:
+                        continue
+                    result = {
+                        "row": row.name,
+                        **burst(row.upload, bursts, BURST_BUDGET_MB, Path(tmp)),
+                    }
+                    print(f"burst {row.name}: {result}", flush=True)
+                    burst_rows.append(result)
     return {
         "scale": scale,
         "ct_slices": ct_slices,
         "cores": len(os.sched_getaffinity(0)),
         "rows": results,
+        "bursts": burst_rows,
     }
 
 
@@ -352,7 +491,8 @@ def report(results: dict[str, Any]) -> str:
         "",
         f"{results['cores']} cores, one request at a time, e2e over HTTP (keep-alive, raw body; "
         "multipart where the row says) against the plain reference pipeline in process, in the "
-        f"same run. Targets: e2e p50 ≤ {TARGET} × reference (CT rows ≤ {CT_TARGET} ×).",
+        "same run, interleaved (each upload is followed by one run of the reference, so both see "
+        f"the same load). Targets: e2e p50 ≤ {TARGET} × reference (CT rows ≤ {CT_TARGET} ×).",
         "",
         "| input | e2e p50 | e2e p95 | reference | e2e / reference | target "
         "| throughput c=1/2/4 (req/s) |",
@@ -369,6 +509,27 @@ def report(results: dict[str, Any]) -> str:
             f"| {r['reference_ms']:.1f} ms | {r['ratio']:.2f}× | ≤ {target} ({verdict}) "
             f"| {rps_text} |"
         )
+    if results.get("bursts"):
+        lines += [
+            "",
+            "Memory under a burst: concurrent uploads against a server with "
+            f"`MEDSERVE_MAX_INFLIGHT_BYTES` = {BURST_BUDGET_MB} MiB (defaults otherwise). Bound: "
+            "idle RSS + 1.15 × the budget; peak from VmHWM (reset after warm-up).",
+            "",
+            "| burst | served / refused (503 + Retry-After) / lost | idle RSS | peak RSS "
+            "| (peak − idle) / budget | bound | verdict | wall |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for b in results["bursts"]:
+            o = b["outcomes"]
+            verdict = "met" if b["within_bound"] and b["lost"] == 0 else "missed"
+            lines.append(
+                f"| {b['uploads']} × {b['upload_mb']} MiB {b['row'].split(' ', 2)[-1]} "
+                f"| {o.get('served', 0)} / {o.get('refused', 0)} / {b['lost']} "
+                f"| {b['idle_rss_mb']:.0f} MiB | {b['peak_rss_mb']:.0f} MiB "
+                f"| {b['peak_over_budget']:.2f} | {b['bound_mb']:.0f} MiB | {verdict} "
+                f"| {b['wall_s']:.0f} s |"
+            )
     lines += ["", END]
     return "\n".join(lines)
 
@@ -378,10 +539,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="image side scale (quick runs)")
     parser.add_argument("--ct-slices", type=int, default=300)
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument(
+        "--burst", type=int, default=BURST_UPLOADS, help="concurrent CT uploads (0: no burst)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "hospital.json")
     args = parser.parse_args(argv)
-    results = run(args.scale, args.ct_slices, not args.no_throughput)
+    results = run(args.scale, args.ct_slices, not args.no_throughput, args.burst)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     section = report(results)
     old = args.out.read_text() if args.out.is_file() else ""

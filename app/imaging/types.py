@@ -41,26 +41,61 @@ class DicomSource:
     datasets: tuple[Dataset, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Image2D:
     """``pixels``: (H, W) or (H, W, C) float32 in the file's own value range (16-bit kept).
 
     ``spacing``: (row, column) pixel size in mm, or None where the file does not say.
+
+    ``stored``: the decoded samples as uint8 / uint16, (H, W), where ``pixels`` is exactly
+    their float32 copy (a gray 8/16-bit file without any value transform), else None. It
+    lets preprocessing rank the values from a histogram and window them without the float32
+    copy; a reader that gives ``stored`` may leave ``pixels`` None, and the float32 copy is
+    then made the first time ``pixels`` is read.
     """
 
-    pixels: np.ndarray
+    _pixels: np.ndarray | None
     spacing: tuple[float, float] | None
     meta: Meta
-    dicom: DicomSource | None = None
+    dicom: DicomSource | None
+    stored: np.ndarray | None
+
+    def __init__(
+        self,
+        pixels: np.ndarray | None,
+        spacing: tuple[float, float] | None,
+        meta: Meta,
+        dicom: DicomSource | None = None,
+        stored: np.ndarray | None = None,
+    ) -> None:
+        if pixels is None and stored is None:
+            raise ValueError("an Image2D needs its pixels or its stored samples")
+        object.__setattr__(self, "_pixels", pixels)
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "meta", meta)
+        object.__setattr__(self, "dicom", dicom)
+        object.__setattr__(self, "stored", stored)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        if self._pixels is None:
+            assert self.stored is not None
+            object.__setattr__(self, "_pixels", self.stored.astype(np.float32))
+        assert self._pixels is not None
+        return self._pixels
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+        array = self._pixels if self._pixels is not None else self.stored
+        assert array is not None
+        return (int(array.shape[0]), int(array.shape[1]))
 
 
 @dataclass(frozen=True)
 class Volume:
-    """``voxels``: (S, H, W) float32 (Hounsfield units for CT).
+    """``voxels``: (S, H, W) float32 (Hounsfield units for CT), or the file's own 8/16-bit
+    integers where they need no scaling (a read-only, possibly strided view of the decoded
+    bytes: no float copy of a large volume is made; preprocessing converts slices as it goes).
 
     Canonical axis order whatever the file's: axis 0 runs inferior → superior, axis 1
     anterior → posterior (rows, top of the image is anterior), axis 2 patient right → left

@@ -126,11 +126,15 @@ def test_hospital_benchmark_runs_small(tmp_path: Path) -> None:
     out, js = tmp_path / "b.md", tmp_path / "h.json"
     subprocess.run(
         [sys.executable, str(ROOT / "bench" / "hospital.py"), "--scale", "0.05", "--ct-slices",
-         "8", "--no-throughput", "--out", str(out), "--json", str(js)],
+         "8", "--no-throughput", "--burst", "3", "--out", str(out), "--json", str(js)],
         check=True, cwd=ROOT, timeout=300, capture_output=True,
     )  # fmt: skip
     results = json.loads(js.read_text())
     assert len(results["rows"]) == 12
     assert all(r["statuses"] == {"200": r["e2e_ms"]["n"]} for r in results["rows"])
     assert all(r["ratio"] > 0 for r in results["rows"])
-    assert "Hospital-sized inputs" in out.read_text()
+    assert [b["row"].split()[-1] for b in results["bursts"]] == [".nii", "slices"]
+    for b in results["bursts"]:  # small uploads: all fit the budget
+        assert b["outcomes"] == {"served": 3} and b["lost"] == 0
+        assert b["peak_rss_mb"] >= b["idle_rss_mb"] > 0
+    assert "Hospital-sized inputs" in out.read_text() and "Memory under a burst" in out.read_text()

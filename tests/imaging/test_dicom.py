@@ -281,3 +281,31 @@ def test_nothing_written_for_any_reader() -> None:
     decode_volume([zip_bytes([(f"{i}", s) for i, s in enumerate(ct_series(ct_volume()))])], LIMITS)
     decode_volume([nifti_bytes(np.zeros((3, 3, 3), np.int16))], LIMITS)
     assert set(os.listdir(tmp)) == before
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "dtype", "bits"),
+    [(1, -1024, np.uint16, 12), (1, 0, np.uint16, 16), (2, -3000, np.uint16, 12),
+     (1, -1024, np.int16, 16), (1, 5, np.uint8, 8), (0.5, -1024, np.uint16, 12),
+     (1, -1024.5, np.uint16, 12), (300, 0, np.uint16, 16), (None, None, np.uint16, 16)],
+)  # fmt: skip
+def test_float32_rescale_equals_pydicoms_modality_lut(
+    slope: float | None, intercept: float | None, dtype: type, bits: int
+) -> None:
+    """Whole-number rescales are applied in float32 (exact there); the others, and results
+    past float32's integers, take pydicom's float64 pass. Both give the same float32 values."""
+    from pydicom.pixels.processing import apply_modality_lut
+
+    from app.imaging.readers.dicom import gray_values, pixel_info
+
+    rng = np.random.default_rng(bits)
+    info = np.iinfo(dtype)
+    top = min(int(info.max), 2**bits - 1)
+    stored = rng.integers(max(int(info.min), -(2 ** (bits - 1))), top + 1, (23, 17)).astype(dtype)
+    tags = {} if slope is None else {"RescaleSlope": slope, "RescaleIntercept": intercept}
+    ds = image_dataset(stored, bits_stored=bits, signed=np.dtype(dtype).kind == "i", **tags)
+    frame = stored.copy()
+    got = gray_values(frame, ds, pixel_info(ds))
+    expected = np.asarray(apply_modality_lut(frame, ds), dtype=np.float32)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)

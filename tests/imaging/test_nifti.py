@@ -60,7 +60,11 @@ def test_nibabel_files(name: str) -> None:
     shape, spacing = expected
     assert vol.shape == shape
     assert vol.spacing == pytest.approx(spacing)
-    assert vol.voxels.dtype == np.float32 and vol.voxels.flags.c_contiguous
+    voxels = vol.voxels
+    if voxels.dtype.kind in "ui":  # unscaled 8/16-bit data: a view of the file's integers
+        assert voxels.dtype.itemsize <= 2 and not voxels.flags.writeable
+    else:
+        assert voxels.dtype == np.float32 and voxels.flags.c_contiguous
     assert vol.meta.format == "nifti" and vol.meta.modality is None
     np.testing.assert_allclose(vol.voxels, canonical_reference(nib.load(DATA / name)), rtol=1e-6)
 
@@ -202,3 +206,73 @@ def test_nifti_is_not_a_2d_image_but_decode_dispatches() -> None:
         decode_image([data], LIMITS)
     assert decode([data], LIMITS).shape == (4, 3, 2)
     assert sniff(data) == "nifti"
+
+
+def _affines() -> list[np.ndarray]:
+    """Every axis permutation with every combination of flips (48 orientations)."""
+    import itertools
+
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            affine = np.zeros((4, 4))
+            for axis, (target, sign) in enumerate(zip(perm, signs, strict=True)):
+                affine[target, axis] = sign * (axis + 1) * 0.5
+            affine[3, 3] = 1.0
+            out.append(affine)
+    return out
+
+
+def test_canonical_view_reads_what_source_view_writes() -> None:
+    from app.imaging.readers.orient import canonical_view, plan, source_view
+
+    source = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
+    for affine in _affines():
+        canon = plan(source.shape, affine, (1.0, 1.0, 1.0))
+        filled = np.empty(canon.shape, np.float32)
+        source_view(filled, canon)[...] = source
+        np.testing.assert_array_equal(canonical_view(source, canon), filled)
+
+
+@pytest.mark.parametrize(
+    ("gz", "diagonal"),
+    [(False, (-0.7, 0.8, 2.0)), (True, (-0.7, 0.8, 2.0)), (False, (0.7, -0.8, -2.0))],
+)
+def test_unscaled_integer_volume_is_a_view_with_the_float_paths_tensor(
+    gz: bool, diagonal: tuple[float, float, float]
+) -> None:
+    """int16 without scl_slope: voxels are the upload's integers (no float copy), and the
+    model input equals the one made from the float32 volume (the path with scaling)."""
+    from app.imaging.card import Intensity, Preprocessing
+    from app.imaging.preprocess import preprocess_volume
+    from app.imaging.types import Volume
+
+    rng = np.random.default_rng(7)
+    hu = rng.integers(-1200, 1500, (37, 41, 23)).astype(np.int16)
+    affine = np.diag([*diagonal, 1.0])  # flips rows; columns and slices
+    img = nib.Nifti1Image(hu, affine)
+    img.header.set_slope_inter(np.nan, np.nan)
+    data = bytes(img.to_bytes())
+    vol = decode_volume([gzip.compress(data) if gz else data], LIMITS)
+    assert vol.voxels.dtype == np.int16 and not vol.voxels.flags.writeable
+    np.testing.assert_array_equal(vol.voxels, canonical_reference(img))
+    scaled = nib.Nifti1Image(hu, affine)
+    scaled.header.set_slope_inter(1.0, 0.0)  # identity scaling: also the view
+    assert decode_volume([bytes(scaled.to_bytes())], LIMITS).voxels.dtype == np.int16
+    scaled.header.set_slope_inter(1.0, -0.5)  # a real scaling: the float32 volume
+    assert decode_volume([bytes(scaled.to_bytes())], LIMITS).voxels.dtype == np.float32
+    floats = Volume(np.ascontiguousarray(vol.voxels, np.float32), vol.spacing, vol.meta)
+    for size, resize in (((16, 32, 16), "trilinear"), ((64, 41, 23), "trilinear")):
+        prep = Preprocessing(
+            kind="volume3d",
+            size=size,
+            channels=1,
+            intensity=Intensity(method="window", low=-1000, high=400),
+            resize=resize,
+        )
+        np.testing.assert_allclose(
+            preprocess_volume(vol, prep, "NDHWC"),
+            preprocess_volume(floats, prep, "NDHWC"),
+            rtol=0,
+            atol=1e-6,
+        )

@@ -103,3 +103,167 @@ def test_volume_resize_by_matrices_equals_pillow_per_slice(
     got = preprocess_volume(volume, prep, "NDHWC")[0, ..., 0]
     expected = np.stack([resize2d(apply_window(v, -1000, 400), (64, 64), method) for v in voxels])
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def _png(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _general(image: Image2D) -> Image2D:
+    """The same image without its integer samples: the general (float) path."""
+    return Image2D(image.pixels, image.spacing, image.meta, image.dicom)
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype", "high"),
+    [("png", np.uint8, 256), ("png", np.uint16, 65536), ("dicom", np.uint16, 4096),
+     ("dicom", np.uint8, 256)],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["percentile", "minmax"])
+def test_the_stored_samples_give_the_float_paths_tensor(
+    kind: str, dtype: type, high: int, method: str
+) -> None:
+    from app.imaging.limits import DecodeLimits
+    from app.imaging.readers import decode_image
+    from tests.imaging.imaging_factories import dicom_bytes, image_dataset
+
+    rng = np.random.default_rng(high)
+    array = rng.integers(0, high, (301, 257)).astype(dtype)
+    if kind == "png":
+        data = _png(array)
+    else:
+        bits = 12 if high == 4096 else None
+        ds = image_dataset(array, bits_stored=bits, RescaleSlope=1, RescaleIntercept=0)
+        data = dicom_bytes(ds)
+    image = decode_image([data], DecodeLimits())
+    assert image.stored is not None and image.stored.dtype == dtype
+    np.testing.assert_array_equal(image.stored.astype(np.float32), image.pixels)
+    low, top = (0.5, 99.5) if method == "percentile" else (None, None)
+    for resize in ("area", "bilinear"):
+        prep = Preprocessing(
+            kind="image2d",
+            size=(64, 48),
+            channels=1,
+            intensity=Intensity(method=method, low=low, high=top),
+            resize=resize,
+        )
+        fast = preprocess_image(image, prep, "NHWC")
+        general = preprocess_image(_general(image), prep, "NHWC")
+        np.testing.assert_allclose(fast, general, rtol=0, atol=1e-6)
+
+
+def test_dicom_value_transforms_keep_the_general_path() -> None:
+    """A rescale, MONOCHROME1 or a signed frame: no stored samples, the LUT pipeline runs."""
+    from app.imaging.limits import DecodeLimits
+    from app.imaging.readers import decode_image
+    from tests.imaging.imaging_factories import dicom_bytes, image_dataset
+
+    array = np.random.default_rng(5).integers(0, 4096, (40, 30)).astype(np.uint16)
+    cases = [
+        image_dataset(array, RescaleSlope=2, RescaleIntercept=0),
+        image_dataset(array, RescaleSlope=1, RescaleIntercept=-1024),
+        image_dataset(array, photometric="MONOCHROME1", bits_stored=12),
+        image_dataset(array.astype(np.int16), signed=True),
+    ]
+    for ds in cases:
+        image = decode_image([dicom_bytes(ds)], DecodeLimits())
+        assert image.stored is None
+
+
+def test_large_images_rank_the_same_sample() -> None:
+    """Past 4 M pixels the percentiles come from every n-th pixel, on both paths."""
+    array = np.random.default_rng(6).integers(0, 256, (2100, 2000)).astype(np.uint8)
+    image = Image2D(array.astype(np.float32), None, Meta(format="png"), stored=array)
+    prep = Preprocessing(
+        kind="image2d",
+        size=(128, 128),
+        channels=1,
+        intensity=Intensity(method="percentile", low=0.5, high=99.5),
+        resize="area",
+    )
+    fast = preprocess_image(image, prep, "NHWC")
+    np.testing.assert_allclose(fast, preprocess_image(_general(image), prep, "NHWC"), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [(7, 3), (100, 100), (255, 64), (300, 128), (768, 192), (1001, 128), (2500, 128),
+     (100, 300)],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["bilinear", "trilinear", "area"])
+def test_computed_resize_weights_equal_pillows(src: int, dst: int, method: str) -> None:
+    """The weights computed as Pillow computes them resize a line as Pillow does."""
+    from app.imaging.preprocess import resize_weights
+
+    line = np.random.default_rng(src).random((3, src)).astype(np.float32)
+    resample = {"area": Image.Resampling.BOX}.get(method, Image.Resampling.BILINEAR)
+    expected = np.asarray(Image.fromarray(line).resize((dst, 3), resample=resample))
+    got = line @ resize_weights(src, dst, method).T
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "method"),
+    [((2500, 2000), (128, 128), "area"), ((2000, 2500), (128, 128), "bilinear"),
+     ((1100, 1001), (224, 200), "bilinear"), ((1024, 1024), (100, 128), "area")],
+)  # fmt: skip
+@pytest.mark.parametrize("stored", [np.uint8, np.uint16, None])
+def test_window_folded_into_the_row_resize_equals_window_then_resize(
+    shape: tuple[int, int], size: tuple[int, int], method: str, stored: type | None
+) -> None:
+    """A large film: ``preprocess_image`` windows blocks of rows into the resize
+    (``window_resize``); the tensor equals the full-resolution window then Pillow's resize."""
+    from app.imaging.preprocess import _fold_rows, apply_window, intensity_bounds
+
+    top = 256 if stored is np.uint8 else 4096
+    samples = np.random.default_rng(8).integers(0, top, shape)
+    pixels = samples.astype(np.float32)
+    image = Image2D(
+        pixels, None, Meta(format="png"), stored=samples.astype(stored) if stored else None
+    )
+    prep = Preprocessing(
+        kind="image2d",
+        size=size,
+        channels=1,
+        intensity=Intensity(method="percentile", low=0.5, high=99.5),
+        resize=method,
+    )
+    assert _fold_rows(shape, size, method)
+    got = preprocess_image(image, prep, "NHWC")[0, :, :, 0]
+    low, high = intensity_bounds(pixels, prep.intensity)  # the float path's bounds
+    expected = resize2d(apply_window(pixels, low, high), size, method)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_small_images_and_whole_blocks_keep_pillows_resize() -> None:
+    from app.imaging.preprocess import _fold_rows
+
+    assert not _fold_rows((256, 256), (128, 128), "bilinear")  # the MRI slice
+    assert not _fold_rows((768, 1024), (192, 256), "area")  # the phantom frame: whole blocks
+    assert not _fold_rows((2000, 2000), (128, 128), "nearest")
+    assert not _fold_rows((1000, 1000), (2000, 2000), "bilinear")  # enlarging
+
+
+def test_a_gray_films_float_pixels_are_made_only_when_read() -> None:
+    """Readers hand gray 8/16-bit samples over as they are; preprocessing works from them and
+    the float32 copy exists only once something reads ``pixels`` (same values)."""
+    from app.imaging.limits import DecodeLimits
+    from app.imaging.readers import decode_image
+
+    array = np.random.default_rng(9).integers(0, 256, (1200, 1000)).astype(np.uint8)
+    image = decode_image([_png(array)], DecodeLimits())
+    prep = Preprocessing(
+        kind="image2d",
+        size=(128, 128),
+        channels=1,
+        intensity=Intensity(method="percentile", low=0.5, high=99.5),
+        resize="area",
+    )
+    tensor = preprocess_image(image, prep, "NHWC")
+    assert image._pixels is None and image.shape == (1200, 1000)
+    np.testing.assert_array_equal(image.pixels, array.astype(np.float32))
+    np.testing.assert_allclose(preprocess_image(_general(image), prep, "NHWC"), tensor, atol=1e-6)

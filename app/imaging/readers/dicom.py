@@ -321,6 +321,10 @@ def gray_values(
     """
     use_voi = voi and _has_voi(ds)
     invert = info.photometric == "MONOCHROME1"
+    if not (use_voi or invert or rescale is not None):
+        exact = _integer_rescale(frame, ds, info)
+        if exact is not None:
+            return exact
     values: np.ndarray = frame
     try:
         if invert and not use_voi:
@@ -337,6 +341,45 @@ def gray_values(
     except Exception:
         raise InvalidDicom("DICOM value transform (LUT, window) is malformed") from None
     return np.asarray(values, dtype=np.float32)
+
+
+def _integer_rescale(frame: np.ndarray, ds: Dataset, info: PixelInfo) -> np.ndarray | None:
+    """The modality rescale in float32 where that is exact, else None: 8/16-bit integer
+    samples, a whole-number slope and intercept, results within float32's 24-bit integers.
+    It gives what ``apply_modality_lut``'s float64 pass rounded to float32 gives (every value
+    is an integer float32 holds exactly), without the float64 volume."""
+    if frame.dtype.kind not in "ui" or frame.dtype.itemsize > 2 or info.keyword != "PixelData":
+        return None
+    if get(ds, "ModalityLUTSequence"):
+        return None
+    present = ("RescaleSlope" in ds, "RescaleIntercept" in ds)
+    if not all(present):  # pydicom rescales only when both are present
+        return None if any(present) else frame.astype(np.float32)
+    raw_slope, raw_inter = get(ds, "RescaleSlope"), get(ds, "RescaleIntercept")
+    slope, inter = as_float(raw_slope), as_float(raw_inter)
+    if slope is None or inter is None or not (slope.is_integer() and inter.is_integer()):
+        return None
+    if abs(slope) * 65536 + abs(inter) >= 2**24:
+        return None
+    out = frame.astype(np.float32)
+    if slope != 1.0:
+        out *= np.float32(slope)
+    if inter != 0.0:
+        out += np.float32(inter)
+    return out
+
+
+def untransformed(frame: np.ndarray, ds: Dataset, info: PixelInfo, *, voi: bool = False) -> bool:
+    """Whether ``gray_values`` would give the stored 8/16-bit samples unchanged (as float32):
+    MONOCHROME2, no modality LUT or an identity rescale, no VOI applied."""
+    if frame.ndim != 2 or frame.dtype not in (np.uint8, np.uint16):
+        return False
+    if info.photometric != "MONOCHROME2" or info.keyword != "PixelData":
+        return False
+    if (voi and _has_voi(ds)) or get(ds, "ModalityLUTSequence"):
+        return False
+    slope, inter = get(ds, "RescaleSlope"), get(ds, "RescaleIntercept")
+    return (slope is None or as_float(slope) == 1.0) and (inter is None or as_float(inter) == 0.0)
 
 
 def colour_values(frame: np.ndarray, ds: Dataset, info: PixelInfo) -> np.ndarray:
@@ -450,11 +493,17 @@ def decode_dicom_image(
     # the decoded frame and its float values
     limits.reserve(info.rows * info.cols * info.samples * (4 + max(1, info.bits_allocated // 8)))
     frame = next(iter_frames(ds, decoder, [0]))
-    pixels = frame_values(frame, ds, info, voi=apply_voi_lut)
+    # untransformed 8/16-bit samples: kept as they are (what frame_values gives is their
+    # float32 copy, made by Image2D when first read)
+    stored = (
+        np.ascontiguousarray(frame) if untransformed(frame, ds, info, voi=apply_voi_lut) else None
+    )
+    pixels = None if stored is not None else frame_values(frame, ds, info, voi=apply_voi_lut)
     meta = dicom_meta(ds, info, "dicom", transfer_syntax=str(ds.file_meta.TransferSyntaxUID))
     return Image2D(
-        pixels=np.ascontiguousarray(pixels),
+        pixels=None if pixels is None else np.ascontiguousarray(pixels),
         spacing=pixel_spacing(ds),
         meta=meta,
         dicom=DicomSource((drop_pixels(ds),)),
+        stored=stored,
     )

@@ -14,23 +14,28 @@ import math
 import zlib
 from collections.abc import Callable
 from io import BytesIO
+from typing import cast
 
 import nibabel as nib
 import numpy as np
+from isal import isal_zlib
 
 from app.errors import InvalidVolume, PayloadTooLarge, UnsupportedMediaType
 from app.imaging.limits import DecodeLimits
 from app.imaging.readers.detect import nifti_version
-from app.imaging.readers.orient import plan, source_view
+from app.imaging.readers.orient import canonical_view, plan, source_view
 from app.imaging.types import Meta, Volume
 
 _CHUNK = 1 << 20
 _IN_PIECE = 1 << 18  # compressed bytes handed to zlib at a time
+# isal's stub declares ``error`` as an instance; it is the exception class
+_INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, cast(type, isal_zlib.error))
 _HEAD = 544  # enough for either header (NIfTI-1: 348, NIfTI-2: 540)
 
 
 def gunzip(data: bytes, limit: int, peek: Callable[[bytes], None] | None = None) -> bytearray:
-    """Decompress gzip ``data`` (several members allowed) in ``max_length`` chunks.
+    """Decompress gzip ``data`` (several members allowed) in ``max_length`` chunks, with ISA-L's
+    inflate (``isal_zlib``: zlib's interface, the same bytes, about 1.5x faster).
 
     Raises PayloadTooLarge as soon as the output passes ``limit`` bytes (a gzip bomb never
     gets further than that). ``peek`` sees the first ``_HEAD`` bytes as soon as they exist,
@@ -39,7 +44,7 @@ def gunzip(data: bytes, limit: int, peek: Callable[[bytes], None] | None = None)
     small: feeding the whole input made every output chunk copy the rest of it (quadratic).
     """
     out = bytearray()
-    inflater = zlib.decompressobj(wbits=31)
+    inflater = isal_zlib.decompressobj(wbits=31)
     view = memoryview(data)
     position = 0
     pending: bytes = b""
@@ -50,7 +55,7 @@ def gunzip(data: bytes, limit: int, peek: Callable[[bytes], None] | None = None)
             position += len(pending)
         try:
             chunk = inflater.decompress(pending, _CHUNK)
-        except zlib.error:
+        except _INFLATE_ERRORS:
             raise InvalidVolume("gzip data is corrupt") from None
         if chunk:
             if len(out) + len(chunk) > limit:
@@ -64,7 +69,7 @@ def gunzip(data: bytes, limit: int, peek: Callable[[bytes], None] | None = None)
         if inflater.eof:
             rest = inflater.unused_data + bytes(view[position:])
             if rest[:2] == b"\x1f\x8b":  # another gzip member follows
-                inflater = zlib.decompressobj(wbits=31)
+                inflater = isal_zlib.decompressobj(wbits=31)
                 view, position, pending = memoryview(rest), 0, b""
                 continue
             break  # trailing bytes that are not a gzip member are ignored, as gzip(1) does
@@ -144,7 +149,8 @@ class _Layout:
 def decode_nifti(data: bytes, limits: DecodeLimits) -> Volume:
     """``.nii`` or ``.nii.gz`` bytes → Volume in canonical order (see ``types.Volume``).
 
-    ``voxels``: (S, H, W) float32 with ``scl_slope``/``scl_inter`` applied; axis 0
+    ``voxels``: (S, H, W) float32 with ``scl_slope``/``scl_inter`` applied (8/16-bit integer
+    data without scaling: a read-only view of those integers in the upload's bytes); axis 0
     inferior → superior, axis 1 anterior → posterior, axis 2 right → left, whatever the
     file's orientation (from its best affine: sform, else qform, else the ANALYZE default).
     ``spacing``: (slice, row, col) mm from the header zooms, permuted the same way; None when
@@ -173,17 +179,26 @@ def decode_nifti(data: bytes, limits: DecodeLimits) -> Volume:
     except ValueError:
         raise InvalidVolume("NIfTI orientation is degenerate") from None
     src = np.frombuffer(raw, dtype=layout.dtype, count=layout.voxels, offset=layout.offset)
-    limits.reserve(layout.voxels * 4)  # the float32 volume
-    out = np.empty(canon.shape, dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        np.copyto(source_view(out, canon), src.reshape(layout.shape, order="F"), casting="unsafe")
-        if layout.slope is not None:
-            out *= np.float32(layout.slope)
-            out += np.float32(layout.inter)
-    del src, raw
-    if layout.dtype.kind == "f" or layout.slope is not None:
-        for plane in out:  # slice by slice: no volume-sized boolean temporary
-            if not np.isfinite(plane).all():
-                raise InvalidVolume("NIfTI holds NaN or infinite voxels")
+    source = src.reshape(layout.shape, order="F")
+    identity = layout.slope is None or (layout.slope == 1.0 and layout.inter == 0.0)
+    if identity and layout.dtype.kind in "ui" and layout.dtype.itemsize <= 2:
+        # Integers that float32 holds exactly and no scaling: the voxels are the file's own
+        # bytes seen in canonical order (no float32 copy of the volume; preprocessing converts
+        # a few slices at a time).
+        out = canonical_view(source, canon)
+        out.setflags(write=False)
+    else:
+        limits.reserve(layout.voxels * 4)  # the float32 volume
+        out = np.empty(canon.shape, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.copyto(source_view(out, canon), source, casting="unsafe")
+            if layout.slope is not None:
+                out *= np.float32(layout.slope)
+                out += np.float32(layout.inter)
+        if layout.dtype.kind == "f" or layout.slope is not None:
+            for plane in out:  # slice by slice: no volume-sized boolean temporary
+                if not np.isfinite(plane).all():
+                    raise InvalidVolume("NIfTI holds NaN or infinite voxels")
+    del src, source, raw
     meta = Meta(format="nifti", modality=None, extra={"nifti_version": layout.version})
     return Volume(voxels=out, spacing=canon.spacing, meta=meta)

@@ -79,3 +79,11 @@ def source_view(out: np.ndarray, canon: Canonical) -> np.ndarray:
     lps = out.transpose(2, 1, 0)  # (L, P, S) axes
     back = ornt_transform(_TARGET, canon.source)
     return apply_orientation(lps, back)
+
+
+def canonical_view(source: np.ndarray, canon: Canonical) -> np.ndarray:
+    """A view of ``source`` (indexed like the file's axes) in canonical (S, H, W) order: flips
+    and a transpose, no copy. Reading it gives what ``source_view`` writes into ``out``."""
+    lps = apply_orientation(source, canon.transform)  # (L, P, S) axes
+    view: np.ndarray = lps.transpose(2, 1, 0)
+    return view
