@@ -43,9 +43,6 @@ class InDistribution:
     groups: list[str]
     raw: list[Image2D | Volume] = field(default_factory=list)
 
-    def subset(self, idx: np.ndarray) -> InDistribution:
-        return InDistribution(self.x[idx], self.y[idx], [self.groups[i] for i in idx], [])
-
 
 def files(name: str, root: Path) -> Iterator[tuple[Path, int, str]]:
     """(image file, class, group) in a generated layout, in a stable order."""
@@ -130,18 +127,3 @@ def in_distribution(card: ModelCard, n: int, seed: int, keep_raw: int | None = 0
             if keep_raw is None or len(raw) < keep_raw:
                 raw.append(item)
     return InDistribution(np.stack(xs), np.asarray(ys, dtype=np.int64), groups, raw)
-
-
-def split_groups(
-    data: InDistribution, val_fraction: float, seed: int
-) -> tuple[InDistribution, InDistribution]:
-    """(train, val) by group (patient / sequence), ``val_fraction`` of the groups in val."""
-    names = sorted(set(data.groups))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(names))
-    n_val = max(1, round(len(names) * val_fraction))
-    val_names = {names[i] for i in order[:n_val]}
-    is_val = np.asarray([g in val_names for g in data.groups])
-    train, val = data.subset(np.flatnonzero(~is_val)), data.subset(np.flatnonzero(is_val))
-    train.raw = data.raw
-    return train, val

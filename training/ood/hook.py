@@ -34,6 +34,7 @@ def add_ood(
     input_grid: Sequence[int],
     far: float = FAR_TARGET,
     seed: int = 0,
+    val_split: str = "val",
     data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rewrite ``staging_dir``'s ``model.onnx`` with the features output appended (output 0
@@ -42,7 +43,8 @@ def add_ood(
     cross-validated shrinkage), set the threshold at ``far`` on the validation split
     ``val_x``, measure AUROC per kind of ``ood_sets`` (kind -> preprocessed inputs) against the
     validation split, write ``ood_stats.npz`` and the card's ``ood`` section and ``files``
-    hashes. ``data`` (how the inputs were made) is recorded in the card. Returns the section."""
+    hashes. ``data`` (how the inputs were made) and ``val_split`` (what the validation inputs are)
+    are recorded in the card. Returns the section."""
     card_path = staging_dir / CARD_FILE
     card: dict[str, Any] = json.loads(card_path.read_text())
     layout = str(card["input"]["layout"])
@@ -92,7 +94,7 @@ def add_ood(
         "threshold": threshold,
         "far_target": far,
         "far": round(float(np.mean(s_val > threshold)), 4),
-        "far_split": "val",
+        "far_split": val_split,
         "auroc": round(fit.auroc(s_val, np.concatenate(all_ood)), 4),
         "auroc_per_kind": per_kind,
         "detected_at_threshold": detected,
