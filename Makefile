@@ -70,7 +70,7 @@ models: $(VENV)/.all-installed
 	$(TRAIN) synth pneumonia_xray --preset demo --preset-section synth_test \
 		--out $(PNEUMONIA_TEST) --overwrite
 	$(TRAIN) train pneumonia_xray --preset demo --data $(PNEUMONIA_DATA) \
-		--test-data $(PNEUMONIA_TEST) --out models --version 1.1.0 --overwrite
+		--test-data $(PNEUMONIA_TEST) --out models --version 1.2.0 --overwrite
 
 ## COVID-19 chest CT (covid_ct): CT-0 vs CT-2+CT-3 volumes at 128 px, a 3D CNN at 32x64x64
 ## (about 15-20 minutes on 2 CPU cores).
@@ -81,7 +81,7 @@ models-ct: $(VENV)/.all-installed
 	$(TRAIN) synth covid_ct --preset demo --preset-section synth_test \
 		--out $(COVID_CT_TEST) --overwrite
 	$(TRAIN) train covid_ct --preset demo --data $(COVID_CT_DATA) --test-data $(COVID_CT_TEST) \
-		--out models --version 1.1.0 --overwrite
+		--out models --version 1.2.0 --overwrite
 
 ## Brain MRI FLAIR lesion segmentation (brain_tumor_mri): a slim U-Net at 128x128 on 1800
 ## synthetic kaggle_3m slices.
@@ -92,7 +92,7 @@ models-brain: $(VENV)/.all-installed
 	$(TRAIN) synth brain_tumor_mri --preset demo --preset-section synth_test \
 		--out $(BRAIN_TEST) --overwrite
 	$(TRAIN) train brain_tumor_mri --preset demo --data $(BRAIN_DATA) --test-data $(BRAIN_TEST) \
-		--out models --version 1.1.0 --overwrite
+		--out models --version 1.2.0 --overwrite
 
 ## X-ray phantom tumour tracking (phantom_tumor_xray): first the window-vs-percentile
 ## normalisation study, then the demo model (on 2 CPU cores: data about 10 minutes, study
@@ -108,7 +108,7 @@ models-phantom: $(VENV)/.all-installed
 	$(TRAIN) study phantom_tumor_xray --preset demo --data $(PHANTOM_DATA) \
 		--out runs/phantom_norm_study/study.json
 	$(TRAIN) train phantom_tumor_xray --preset demo --data $(PHANTOM_DATA) \
-		--test-data $(PHANTOM_TEST) --out models --version 1.1.0 --overwrite
+		--test-data $(PHANTOM_TEST) --out models --version 1.2.0 --overwrite
 
 ## The container acceptance run with podman (root; needs podman, runc, debootstrap): makes the
 ## local base image if missing, builds localhost/medserve, localhost/medserve-integration and

@@ -94,6 +94,12 @@ def _task_parser(task: Task, verb: str, options_cls: type) -> argparse.ArgumentP
             action="store_true",
             help="do not train: export the best checkpoint of --run-dir's finished run again",
         )
+        p.add_argument(
+            "--ood-per-kind",
+            type=int,
+            default=16,
+            help="OOD inputs of each kind the export's OOD check is measured on (0: no check)",
+        )
     elif verb == "evaluate":
         p.add_argument("--model", required=True, help="models/<name>/<version>")
         p.add_argument("--data", required=True, help="data folder in the task's layout")
@@ -147,11 +153,13 @@ def _field_names(cls: type) -> list[str]:
 def run(
     task: Task, verb: str, args: argparse.Namespace, options: Any, hooks: tuple[Hook, ...] = ()
 ) -> dict[str, Any]:
-    """Run a parsed command; ``hooks``: extra publish hooks for ``train`` (after the task's
-    own)."""
+    """Run a parsed command; ``hooks``: extra publish hooks for ``train`` (after the OOD check
+    and the task's own)."""
     if verb == "synth":
         return task.synth(Path(args.out), options, bool(args.overwrite))
     if verb == "train":
+        from training.ood.publish import ood_hook
+
         request = TrainRequest(
             data=Path(args.data),
             out=Path(args.out),
@@ -160,7 +168,7 @@ def run(
             run_dir=Path(args.run_dir) if args.run_dir else None,
             overwrite=bool(args.overwrite),
             from_checkpoint=bool(args.from_checkpoint),
-            hooks=hooks,
+            hooks=(ood_hook(args.ood_per_kind), *hooks),
         )
         path = task.train(request, options)
         card = json.loads((path / "model_card.json").read_text())

@@ -40,7 +40,8 @@ def test_generate_train_export_serve(tmp_path: Path) -> None:
                  "--set", "size=32", "--set", "base_filters=4", "--set", "depth=2",
                  "--set", "epochs=1", "--set", "batch_size=8", "--set", "seed=0",
                  "--set", "verbose=0", "--set", "synthetic=true",
-                 "--set", "val_fraction=0.2", "--set", "test_fraction=0.2"]) == 0  # fmt: skip
+                 "--set", "val_fraction=0.2", "--set", "test_fraction=0.2",
+                 "--ood-per-kind", "0"]) == 0  # fmt: skip
     path = out / BRAIN_CARD.name / "0.0.1"
     assert path == out / BRAIN_CARD.name / "0.0.1"
     card = ModelCard.model_validate(json.loads((path / CARD_FILE).read_text()))

@@ -44,7 +44,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  "--test-data", str(base / "test"), "--run-dir", str(base / "run"),
                  "--volume-shape", "16", "16", "16", "--width", "0.125", "--epochs", "1",
                  "--batch-size", "8", "--seed", "0", "--synthetic", "--threads", "2",
-                 "--verbose", "0"]) == 0  # fmt: skip
+                 "--verbose", "0", "--ood-per-kind", "0"]) == 0  # fmt: skip
     return base / "models" / "covid_ct" / "0.0.1"
 
 

@@ -43,7 +43,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                  "--input-size", "48", "64", "--base-filters", "4", "--stages", "2",
                  "--blocks-per-stage", "1", "--epochs", "1", "--batch-size", "8", "--seed", "0",
                  "--threads", "2", "--verbose", "0", "--synthetic",
-                 "--latency-frames", "2"]) == 0  # fmt: skip
+                 "--latency-frames", "2", "--ood-per-kind", "0"]) == 0  # fmt: skip
     path = root / "models" / "phantom_tumor_xray" / "0.0.1"
     return path, test
 

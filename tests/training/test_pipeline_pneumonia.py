@@ -30,7 +30,8 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert main(["train", "pneumonia", "--data", str(data), "--out", str(root / "models"),
                  "--version", "0.0.1", "--run-dir", str(root / "run"), "--size", "32",
                  "--channels", "1", "--epochs", "2", "--batch-size", "16", "--width", "0.25",
-                 "--seed", "0", "--synthetic", "--verbose", "0"]) == 0  # fmt: skip
+                 "--seed", "0", "--synthetic", "--verbose", "0",
+                 "--ood-per-kind", "4"]) == 0  # fmt: skip
     path = root / "models" / "pneumonia_xray" / "0.0.1"
     return path, data
 
@@ -43,11 +44,14 @@ def test_artifact_is_complete_and_ready(artifact: tuple[Path, Path]) -> None:
     assert card.output.labels == ("NORMAL", "PNEUMONIA")
     assert card.input.shape == [None, 32, 32, 1] and card.input.layout == "NHWC"
     assert card.input.preprocessing.intensity.method == "percentile"
+    # the OOD check, fitted in staging on the run's own splits (training/ood/publish.py)
+    assert card.ood is not None and "ood_stats.npz" in card.files
+    assert card.ood.auroc is not None and 0.0 <= card.ood.auroc <= 1.0
     assert card.calibration.method == "temperature" and card.calibration.ece_after is not None
     assert set(card.operating_points) == {"balanced", "high_sensitivity", "high_specificity"}
     assert card.default_operating_point == "high_sensitivity"
     assert card.training.synthetic is True and "SYNTHETIC" in card.limitations[0]
-    assert set(card.files) == {"model.onnx", *PLOT_FILES.values()}
+    assert set(card.files) == {"model.onnx", "ood_stats.npz", *PLOT_FILES.values()}
     assert (path / "saved_model").is_dir()
     for key in ("auc", "accuracy", "precision", "recall", "f1", "confusion_matrix", "ece"):
         assert key in card.metrics

@@ -17,24 +17,13 @@ import numpy as np
 from app.imaging.card import CARD_FILE, ModelCard
 from training.ood import data, kinds
 from training.ood.hook import add_ood
+from training.ood.publish import INPUT_GRID, OOD_SEED_OFFSET, SOURCES
 from training.ood.surgery import FEATURE_TENSORS
 
-# The input thumbnail's grid per model (cells per spatial axis, the input's aspect kept).
-INPUT_GRID: dict[str, tuple[int, ...]] = {
-    "pneumonia_xray": (8, 8),
-    "covid_ct": (4, 8, 8),
-    "brain_tumor_mri": (8, 8),
-    "phantom_tumor_xray": (6, 8),
-}
-# How many unseen in-distribution cases the OOD kinds made from them (inverted, rotated,
-# tiled, wrong bit depth) draw from: several patients, not one (fewer where they are large).
-SOURCES = {"covid_ct": 24, "phantom_tumor_xray": 32}
 # The threshold's validation cases: a share of n (at least VAL_MIN) from an unseen seed.
 VAL_SEED_OFFSET = 2000
 VAL_FRACTION = 0.3
 VAL_MIN = 100
-# Offset of the seed the OOD set's in-distribution sources are drawn with (unseen by the fit).
-OOD_SEED_OFFSET = 1000
 
 
 def _move(src: Path, dst: Path) -> None:
