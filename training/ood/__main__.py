@@ -16,7 +16,7 @@ import numpy as np
 
 from app.imaging.card import CARD_FILE, ModelCard
 from training.ood import data, kinds
-from training.ood.hook import add_ood
+from training.ood.hook import FAR_TARGET, add_ood
 from training.ood.publish import INPUT_GRID, OOD_SEED_OFFSET, SOURCES
 from training.ood.surgery import FEATURE_TENSORS
 
@@ -35,7 +35,12 @@ def _move(src: Path, dst: Path) -> None:
 
 
 def upgrade(
-    src: Path, version: str, n: int, n_per_kind: int, n_val: int | None = None
+    src: Path,
+    version: str,
+    n: int,
+    n_per_kind: int,
+    n_val: int | None = None,
+    far: float = FAR_TARGET,
 ) -> dict[str, object]:
     card = ModelCard.model_validate(json.loads((src / CARD_FILE).read_text()))
     seed = card.training.seed
@@ -74,6 +79,7 @@ def upgrade(
         feature_tensors=FEATURE_TENSORS[card.name],
         input_grid=INPUT_GRID[card.name],
         seed=seed,
+        far=far,
         val_split=f"synthetic cases of the unseen generator seed {val_seed}",
         data={
             "generator": "training.synthetic (the card's data set)",
@@ -95,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--n", type=int, default=600, help="in-distribution cases to generate")
     up.add_argument("--n-per-kind", type=int, default=16, help="OOD inputs per kind")
     up.add_argument("--n-val", type=int, default=None, help="validation cases (unseen seed)")
+    up.add_argument(
+        "--far", type=float, default=FAR_TARGET, help="false-alarm rate the threshold is set at"
+    )
     args = parser.parse_args(argv)
-    section = upgrade(args.artifact, args.to, args.n, args.n_per_kind, args.n_val)
+    section = upgrade(args.artifact, args.to, args.n, args.n_per_kind, args.n_val, args.far)
     keys = ("threshold", "far", "auroc", "auroc_per_kind", "detected_at_threshold", "n")
     print(json.dumps({k: section[k] for k in keys}, indent=2))
     return 0
