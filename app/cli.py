@@ -50,8 +50,8 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=30,
         # The same HTTP stack whatever else is installed (kserve, a dev dependency, pulls
-        # uvicorn[standard]: httptools and uvloop would otherwise be picked up): h11 with a
-        # header deadline, and asyncio.
+        # uvicorn[standard]: uvloop would otherwise be picked up): httptools with a header
+        # deadline (app/server.py), and asyncio.
         http=protocol_with(settings.read_timeout_seconds),
         loop="asyncio",
         timeout_keep_alive=settings.keep_alive_seconds,
