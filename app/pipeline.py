@@ -224,7 +224,7 @@ def classify(
 
 def _display_plane(item: Image2D | Volume, channel_index: int | None) -> np.ndarray:
     """What an explanation is drawn over: the image's model channel, or a volume's middle
-    slice; (H, W) float32."""
+    slice; (H, W), any dtype (a NIfTI volume may be a view of its stored integers)."""
     if isinstance(item, Volume):
         middle: np.ndarray = item.voxels[item.shape[0] // 2]
         return middle

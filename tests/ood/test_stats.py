@@ -193,3 +193,24 @@ def test_registry_refuses_a_changed_or_unfit_statistics_file(tmp_path: Path) -> 
     (folder / CARD_FILE).write_text(json.dumps(raw))
     entry = load_entry("pneumonia_xray", folder, Settings(model_dir=tmp_path))
     assert not entry.ready and entry.reason == "ood self-test failed (ValueError)"
+
+
+def test_registry_refuses_unreadable_statistics_and_a_misnamed_features_output(
+    tmp_path: Path,
+) -> None:
+    unreadable = _with_ood(tmp_path / "a")
+    (unreadable / STATS_FILE).write_bytes(b"not an npz file")
+    raw = json.loads((unreadable / CARD_FILE).read_text())
+    raw["files"][STATS_FILE] = sha256_file(unreadable / STATS_FILE)
+    (unreadable / CARD_FILE).write_text(json.dumps(raw))
+    entry = load_entry("pneumonia_xray", unreadable, Settings(model_dir=tmp_path / "a"))
+    assert not entry.ready and entry.reason == "the ood statistics file is not valid"
+    assert entry.session is None
+
+    misnamed = _with_ood(tmp_path / "b")
+    raw = json.loads((misnamed / CARD_FILE).read_text())
+    raw["ood"]["output"] = "logit"  # output 0's name, not the features output (last)
+    (misnamed / CARD_FILE).write_text(json.dumps(raw))
+    entry = load_entry("pneumonia_xray", misnamed, Settings(model_dir=tmp_path / "b"))
+    assert not entry.ready
+    assert entry.reason == "the card's ood output is not the graph's last output"
