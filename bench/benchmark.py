@@ -55,13 +55,11 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-MODELS = ("pneumonia_xray", "covid_ct", "brain_tumor_mri", "phantom_tumor_xray")
-ENDPOINTS = {
-    "pneumonia_xray": "/classify/xray",
-    "covid_ct": "/classify/ct",
-    "brain_tumor_mri": "/segment/mri",
-    "phantom_tumor_xray": "/segment/xray",
-}
+from app.endpoints import ENDPOINTS as ENDPOINT_TABLE  # noqa: E402
+
+# model name -> upload path, from the service's endpoint table (app/endpoints.py)
+ENDPOINTS = {row.model: row.path for row in ENDPOINT_TABLE}
+MODELS = tuple(ENDPOINTS)
 # issue #9's targets (ratios on this machine)
 E2E_TARGET = {"pneumonia_xray": 2.0, "covid_ct": 1.15, "phantom_tumor_xray": 1.15}
 KERAS_TARGET = 2.0
@@ -419,6 +417,18 @@ def kept_sections(path: Path) -> str:
     pattern = r"<!-- ([a-z]+):begin -->.*?<!-- \1:end -->"
     blocks = [m.group(0) for m in re.finditer(pattern, old, flags=re.S)]
     return "".join("\n\n" + b for b in blocks) + ("\n" if blocks else "")
+
+
+def write_section(path: Path, section: str) -> None:
+    """Put ``section`` (one ``<!-- name:begin -->`` … ``<!-- name:end -->`` block) into
+    ``path`` in place of that block, or append it; the rest of the file is kept."""
+    begin, end = section.split("\n", 1)[0], section.rstrip().rsplit("\n", 1)[-1]
+    old = path.read_text() if path.is_file() else ""
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + section + old[old.index(end) + len(end) :]
+    else:
+        new = (old.rstrip() + "\n\n" if old else "") + section + "\n"
+    path.write_text(new)
 
 
 class Server:

@@ -44,7 +44,7 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from benchmark import ENDPOINTS, Server, Upload, load  # noqa: E402
+from benchmark import ENDPOINTS, Server, Upload, load, write_section  # noqa: E402
 
 BURST_UPLOADS, BURST_BUDGET_MB = 24, 1024
 
@@ -534,12 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.scale, args.ct_slices, not args.no_throughput, args.burst)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     section = report(results)
-    old = args.out.read_text() if args.out.is_file() else ""
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) :]
-    else:
-        new = (old.rstrip() + "\n\n" if old else "") + section + "\n"
-    args.out.write_text(new)
+    write_section(args.out, section)
     print(section)
     return 0
 

@@ -41,6 +41,8 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from benchmark import write_section  # noqa: E402
+
 BEGIN, END = "<!-- options:begin -->", "<!-- options:end -->"
 PARITY = 1e-4
 WIN = 1.2  # a runtime would have to be this much faster to be worth a second one
@@ -233,12 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     section = report(results)
-    old = args.out.read_text() if args.out.is_file() else ""
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) :]
-    else:
-        new = (old.rstrip() + "\n\n" if old else "") + section + "\n"
-    args.out.write_text(new)
+    write_section(args.out, section)
     print(section)
     return 0
 
