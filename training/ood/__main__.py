@@ -12,12 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from app.imaging.card import CARD_FILE, ModelCard
-from training.ood import data, kinds
+from training.ood import data
 from training.ood.hook import FAR_TARGET, add_ood
-from training.ood.publish import INPUT_GRID, OOD_SEED_OFFSET, SOURCES
+from training.ood.publish import INPUT_GRID, OOD_SEED_OFFSET, ood_sets
 from training.ood.surgery import FEATURE_TENSORS
 
 # The threshold's validation cases: a share of n (at least VAL_MIN) from an unseen seed.
@@ -53,11 +51,7 @@ def upgrade(
     val_seed = seed + VAL_SEED_OFFSET
     n_val = n_val or max(VAL_MIN, round(n * VAL_FRACTION))
     val = data.in_distribution(card, n_val, val_seed)
-    sources = data.in_distribution(
-        card, SOURCES.get(card.name, 4 * n_per_kind), seed + OOD_SEED_OFFSET, keep_raw=None
-    )
-    sets = kinds.make_kinds(card, sources.raw, n_per_kind, seed + OOD_SEED_OFFSET)
-    ood_x = {k: np.stack([data.tensor(card, it) for it in items]) for k, items in sets.items()}
+    ood_x = ood_sets(card, n_per_kind, seed + OOD_SEED_OFFSET)
     dst = src.parent / version
     _move(src, dst)
     raw = json.loads((dst / CARD_FILE).read_text())

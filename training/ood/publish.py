@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from app.imaging.card import MODEL_FILE
+from app.imaging.card import MODEL_FILE, ModelCard
 from training.core.publish import CardUpdate, Hook, HookContext
 from training.ood import data, kinds
 from training.ood.hook import STATS_FILE, add_ood
@@ -57,6 +57,14 @@ def _groups(split: Any) -> Sequence[str]:
     return [str(i) for i in range(len(split.x))]  # no patient ids: each input its own
 
 
+def ood_sets(card: ModelCard, per_kind: int, seed: int) -> dict[str, np.ndarray]:
+    """The OOD set made at export: kind -> ``per_kind`` preprocessed inputs (the card's layout),
+    the kinds made from in-distribution images drawing on sources generated with ``seed``."""
+    sources = data.in_distribution(card, SOURCES.get(card.name, 4 * per_kind), seed, keep_raw=None)
+    sets = kinds.make_kinds(card, sources.raw, per_kind, seed)
+    return {k: np.stack([data.tensor(card, it) for it in items]) for k, items in sets.items()}
+
+
 def feature_tensors(name: str, model_bytes: bytes) -> tuple[str, ...]:
     """The tensors pooled into the features: the demo architectures' chosen ones where the
     graph has them, else the input of the graph's last Conv / Gemm / MatMul (the head's input:
@@ -82,11 +90,7 @@ def ood_hook(per_kind: int = 16) -> Hook:
             return None
         t0 = time.perf_counter()
         seed = card.training.seed + OOD_SEED_OFFSET
-        sources = data.in_distribution(
-            card, SOURCES.get(card.name, 4 * per_kind), seed, keep_raw=None
-        )
-        sets = kinds.make_kinds(card, sources.raw, per_kind, seed)
-        ood_x = {k: np.stack([data.tensor(card, it) for it in items]) for k, items in sets.items()}
+        ood_x = ood_sets(card, per_kind, seed)
         train, val = ctx.splits.train, ctx.splits.val
         add_ood(
             ctx.folder,
