@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
+import struct
 import zipfile
 from pathlib import Path
 
@@ -273,6 +275,69 @@ def test_corrupt_zip() -> None:
     data = as_zip(ct_series(ct_volume(slices=2)))
     with pytest.raises(InvalidDicom, match="zip"):
         decode_volume([data[:-30]], LIMITS)  # central directory cut off
+
+
+def _first_entry_data_offset(data: bytes) -> tuple[zipfile.ZipInfo, int]:
+    info = zipfile.ZipFile(io.BytesIO(data)).infolist()[0]
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    return info, info.header_offset + 30 + name_len + extra_len
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_zip_entry_whose_bytes_do_not_match_the_directory_is_corrupt(method: int) -> None:
+    """Entries are inflated from the upload's bytes (not through zipfile's reader): a flipped
+    byte (CRC-32 or deflate error), a local header that is not one, and a size the directory
+    overstates are all a corrupt archive (422), never a 500 or a wrong volume."""
+    data = zip_bytes([(f"{i}.dcm", s) for i, s in enumerate(ct_series(ct_volume(slices=2)))],
+                     method=method)  # fmt: skip
+    info, begin = _first_entry_data_offset(data)
+    flipped = bytearray(data)
+    flipped[begin + info.compress_size // 2] ^= 0xFF
+    second = zipfile.ZipFile(io.BytesIO(data)).infolist()[1]
+    no_header = bytearray(data)  # the second entry's local header overwritten
+    no_header[second.header_offset : second.header_offset + 4] = b"XXXX"
+    for bad in (bytes(flipped), bytes(no_header)):
+        with pytest.raises(InvalidDicom, match="zip archive is corrupt"):
+            decode_volume([bad], LIMITS)
+
+
+def test_zip_written_as_a_stream_reads_like_any_other() -> None:
+    """A zip written to a pipe (sizes and CRC in data descriptors after each entry, as
+    streaming archivers write them) gives the same volume."""
+    volume = ct_volume(slices=3, seed=12)
+
+    class Pipe(io.RawIOBase):
+        def __init__(self) -> None:
+            self.out = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: bytes) -> int:  # type: ignore[override]
+            self.out += b
+            return len(b)
+
+    pipe = Pipe()
+    with zipfile.ZipFile(pipe, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i, s in enumerate(ct_series(volume)):
+            with zf.open(f"{i}.dcm", "w") as entry:
+                entry.write(s)
+    data = bytes(pipe.out)
+    assert zipfile.ZipFile(io.BytesIO(data)).infolist()[0].flag_bits & 0x08  # data descriptor
+    np.testing.assert_array_equal(decode_volume([data], LIMITS).voxels, volume)
+
+
+def test_truncated_deflate_entry_is_corrupt() -> None:
+    data = zip_bytes([("0.dcm", ct_series(ct_volume(slices=1))[0])])
+    info, _ = _first_entry_data_offset(data)
+    # the directory says the entry is shorter than its deflate stream: inflation stops early
+    cut = data[: info.header_offset + 18] + struct.pack("<I", info.compress_size // 2)
+    cut += data[info.header_offset + 22 :]
+    directory = cut.rfind(b"PK\x01\x02")
+    fixed = bytearray(cut)
+    struct.pack_into("<I", fixed, directory + 20, info.compress_size // 2)
+    with pytest.raises(InvalidDicom, match="zip archive is corrupt"):
+        decode_volume([bytes(fixed)], LIMITS)
 
 
 def test_zip_bomb_ratio() -> None:
