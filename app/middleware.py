@@ -191,7 +191,9 @@ class BodyLimitMiddleware:
             if body_done:  # waiting for the disconnect: no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.read_timeout)
+                # a deadline on this task (no task per chunk, as wait_for would make)
+                async with asyncio.timeout(self.read_timeout):
+                    message = await receive()
             except TimeoutError:
                 stalled = f"the request body made no progress for {self.read_timeout:g} s"
                 raise RequestTimeout(

@@ -24,7 +24,7 @@ from app import __version__
 from app.deps import RegistryDep, Services, ServicesDep
 from app.errors import BadRequest, MedserveError, ModelNotReady, NotFound, Overloaded
 from app.registry import ModelEntry, Registry
-from app.routes.common import audit_request, declared_length, drain
+from app.routes.common import audit_request, audit_writer, declared_length, drain
 from app.v2.infer import V2Result, graph_tensors, run_infer
 from app.v2.schemas import (
     InferenceResponse,
@@ -254,6 +254,22 @@ async def _infer(request: Request, services: Services, name: str, version: str |
     headers = request.headers
     limiter = services.limiter
     body_read = False
+    write_audit = audit_writer(request, services, entry)
+
+    def run_and_audit(body: bytes) -> V2Result:
+        result = run_infer(
+            entry,
+            body,
+            content_encoding=headers.get("content-encoding"),
+            header_length=headers.get(HEADER_LENGTH),
+            accept_encoding=headers.get("accept-encoding"),
+            max_body_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            metrics=services.metrics,
+        )
+        write_audit("ok", result.input_sha256, _audit_summary(result))  # in the same thread
+        return result
+
     try:
         # admitted like the upload endpoints: a place in the queue and room for the body
         async with limiter.admit(declared_length(request)):
@@ -262,23 +278,12 @@ async def _infer(request: Request, services: Services, name: str, version: str |
             except ClientDisconnect:
                 raise BadRequest("the client disconnected before the request body ended") from None
             body_read = True
-            result = await limiter.run_admitted(
-                run_infer,
-                entry,
-                body,
-                content_encoding=headers.get("content-encoding"),
-                header_length=headers.get(HEADER_LENGTH),
-                accept_encoding=headers.get("accept-encoding"),
-                max_body_bytes=settings.max_upload_bytes,
-                max_pixels=settings.max_image_pixels,
-                metrics=services.metrics,
-            )
+            result = await limiter.run_admitted(run_and_audit, body)
     except MedserveError as exc:
         if isinstance(exc, Overloaded) and not body_read:
             await drain(request)
         await _audit(request, services, entry, exc.code, None)
         raise
-    await _audit(request, services, entry, "ok", result)
     out_headers = {}
     if result.content_encoding:
         out_headers["Content-Encoding"] = result.content_encoding
