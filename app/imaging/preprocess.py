@@ -65,13 +65,24 @@ def _small_integers(values: np.ndarray) -> tuple[np.ndarray, int] | None:
     return (ints, int(low)) if np.equal(ints, shifted).all() and float(low).is_integer() else None
 
 
+_COUNT_STEP = 1 << 17  # uint16 values counted at a time: their intp copy stays in cache
+
+
 def _counts(ints: np.ndarray) -> np.ndarray:
     """How often each value 0, 1, ... occurs in a uint8 / uint16 array."""
     flat = ints.ravel()
     if flat.dtype == np.uint8:  # Pillow's histogram: one pass, no intp copy
         row = np.ascontiguousarray(flat).reshape(1, -1)
         return np.asarray(Image.fromarray(row).histogram(), dtype=np.int64)
-    return np.bincount(flat)
+    if flat.size <= _COUNT_STEP:
+        return np.bincount(flat)
+    # bincount casts its input to intp first: on a 2500 x 2000 film that is a 40 MB copy
+    # written and read back through memory; in steps it stays in cache (9.4 -> 7.0 ms)
+    top = int(flat.max()) + 1
+    counts = np.zeros(top, dtype=np.int64)
+    for start in range(0, flat.size, _COUNT_STEP):
+        counts += np.bincount(flat[start : start + _COUNT_STEP], minlength=top)
+    return counts
 
 
 def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
