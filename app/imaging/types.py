@@ -93,9 +93,10 @@ class Image2D:
 
 @dataclass(frozen=True)
 class Volume:
-    """``voxels``: (S, H, W) float32 (Hounsfield units for CT), or the file's own 8/16-bit
-    integers where they need no scaling (a read-only, possibly strided view of the decoded
-    bytes: no float copy of a large volume is made; preprocessing converts slices as it goes).
+    """``voxels``: (S, H, W) float32 (Hounsfield units for CT), or integers where that holds
+    the same values: a NIfTI's own 8/16-bit integers where they need no scaling (a read-only,
+    possibly strided view of the decoded bytes: no float copy of a large volume is made), a
+    DICOM series' whole-number HU as int16; preprocessing converts slices as it goes.
 
     Canonical axis order whatever the file's: axis 0 runs inferior → superior, axis 1
     anterior → posterior (rows, top of the image is anterior), axis 2 patient right → left

@@ -55,13 +55,69 @@ def test_shuffled_zip_sorts_by_position_and_gives_hu() -> None:
     vol = decode_volume([as_zip(shuffled(ct_series(volume)))], LIMITS)
     assert isinstance(vol, Volume)
     np.testing.assert_array_equal(vol.voxels, volume)
-    assert vol.voxels.dtype == np.float32
+    assert vol.voxels.dtype == np.int16  # whole-number HU in int16's range
     assert vol.spacing == pytest.approx((2.5, 0.7, 0.8))
     assert vol.meta.format == "dicom_series"
     assert vol.meta.modality == "CT"
     assert vol.meta.slice_thickness_mm == 2.5
     assert vol.meta.series_description == "CHEST"
     assert vol.meta.extra["geometry"] == "positions"
+
+
+def _series_of(volume: np.ndarray, slopes: list[float], intercept: float = -1024.0) -> list[bytes]:
+    uid = generate_uid()
+    return [
+        dicom_bytes(
+            ct_slice(volume[k], 10.0 + 2.5 * k, series_uid=uid, instance=k + 1,
+                     slope=slopes[k], intercept=intercept)
+        )
+        for k in range(volume.shape[0])
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "dtype"),
+    [
+        ("hu", np.int16),  # signed 16-bit stored, intercept -1024: HU fit int16
+        ("beyond_int16", np.float32),  # one slice's values do not: widened mid-way
+        ("fractional_slope", np.float32),  # not whole numbers
+    ],
+)
+def test_series_volume_is_int16_where_the_hu_fit_and_the_same_values_as_float32(
+    case: str, dtype: type
+) -> None:
+    """A series is kept as int16 when every slice's rescale gives whole numbers that int16
+    holds: the same values as the float32 volume (compared with the data sets' own modality
+    LUT), in half the memory; a slice that does not fit widens the volume to float32 with the
+    slices already written kept; and the CT model's input tensor is the same either way."""
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut
+
+    from app.imaging.card import Intensity, Preprocessing
+    from app.imaging.preprocess import preprocess
+
+    volume = ct_volume(slices=6, rows=6, cols=5, seed=21)
+    slopes = [2.0] * 6
+    if case == "beyond_int16":
+        volume[3] = 34000 + 2 * np.arange(30, dtype=np.float32).reshape(6, 5)  # past int16
+    if case == "fractional_slope":
+        slopes = [0.5] * 6
+        volume = volume / 4
+    slices = _series_of(volume, slopes)
+    vol = decode_volume(shuffled(slices), LIMITS)
+    assert vol.voxels.dtype == dtype
+    expected = np.stack(
+        [apply_modality_lut(ds.pixel_array, ds) for ds in (dcmread(io.BytesIO(b)) for b in slices)]
+    )
+    np.testing.assert_array_equal(vol.voxels, expected.astype(np.float32))
+    prep = Preprocessing(
+        kind="volume3d", size=[4, 4, 4], channels=1,
+        intensity=Intensity(method="window", low=-1000, high=400), resize="trilinear",
+    )  # fmt: skip
+    as_float = Volume(np.asarray(vol.voxels, dtype=np.float32), vol.spacing, vol.meta)
+    np.testing.assert_allclose(
+        preprocess(vol, prep, "NDHWC"), preprocess(as_float, prep, "NDHWC"), atol=1e-6
+    )
 
 
 def test_several_parts_same_as_zip() -> None:

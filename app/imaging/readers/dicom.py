@@ -369,6 +369,46 @@ def _integer_rescale(frame: np.ndarray, ds: Dataset, info: PixelInfo) -> np.ndar
     return out
 
 
+def int16_rescale(ds: Dataset, info: PixelInfo) -> tuple[int, int] | None:
+    """(slope, intercept) when ``gray_values`` of this image's frames are whole numbers (a CT
+    slice's HU): MONOCHROME2, 8/16-bit integer samples, no modality LUT sequence, a
+    whole-number rescale (or none). None otherwise. Whether they fit int16 is for
+    ``write_int16`` to tell, frame by frame (a signed 16-bit CT with intercept -1024 could
+    reach -33792 in principle; its actual HU never do)."""
+    if info.photometric != "MONOCHROME2" or info.keyword != "PixelData" or info.samples != 1:
+        return None
+    if info.bits_allocated not in (8, 16) or get(ds, "ModalityLUTSequence"):
+        return None
+    present = ("RescaleSlope" in ds, "RescaleIntercept" in ds)
+    if not any(present):
+        return 1, 0
+    if not all(present):  # pydicom rescales only when both are present
+        return None
+    slope, inter = as_float(get(ds, "RescaleSlope")), as_float(get(ds, "RescaleIntercept"))
+    if slope is None or inter is None or not (slope.is_integer() and inter.is_integer()):
+        return None
+    if abs(slope) > 2**15 or abs(inter) > 2**30:
+        return None
+    return int(slope), int(inter)
+
+
+_INT16 = np.iinfo(np.int16)
+
+
+def write_int16(out: np.ndarray, frame: np.ndarray, slope: int, inter: int) -> bool:
+    """``out`` (an int16 slice of a volume) ← ``frame * slope + inter``, the values
+    ``gray_values`` gives (see ``int16_rescale``); False, with ``out`` untouched, when one of
+    them does not fit int16."""
+    if frame.dtype.kind not in "ui" or frame.dtype.itemsize > 2:
+        return False
+    scaled = np.multiply(frame, np.int32(slope), dtype=np.int32) if slope != 1 else frame
+    lo, hi = int(scaled.min()) + inter, int(scaled.max()) + inter
+    if lo < _INT16.min or hi > _INT16.max:
+        return False
+    np.add(scaled, np.int32(inter), out=out, casting="unsafe")  # in int32, stored as int16
+    return True
+
+
 def untransformed(frame: np.ndarray, ds: Dataset, info: PixelInfo, *, voi: bool = False) -> bool:
     """Whether ``gray_values`` would give the stored 8/16-bit samples unchanged (as float32):
     MONOCHROME2, no modality LUT or an identity rescale, no VOI applied."""

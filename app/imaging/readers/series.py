@@ -43,12 +43,14 @@ from app.imaging.readers.dicom import (
     get,
     gray_values,
     has_pixels,
+    int16_rescale,
     iter_frames,
     pixel_decoder,
     pixel_info,
     pixel_spacing,
+    write_int16,
 )
-from app.imaging.readers.orient import LPS_TO_RAS, plan, source_view
+from app.imaging.readers.orient import LPS_TO_RAS, Canonical, plan, source_view
 from app.imaging.types import DicomSource, SourceFormat, Volume
 
 _ORIENTATION_TOL = 1e-3  # direction cosines
@@ -178,16 +180,36 @@ def _order(
     return order_list, None, orientation, "instance_number"
 
 
+class _Target:
+    """The volume being filled: ``view`` is it in the sources' order (slices or frames, as
+    ``fill`` writes them); an int16 volume can be widened to float32 mid-way."""
+
+    def __init__(self, canon: Canonical, dtype: type[np.generic], limits: DecodeLimits) -> None:
+        self.canon = canon
+        self.limits = limits
+        limits.reserve(int(np.prod(canon.shape)) * np.dtype(dtype).itemsize)
+        self.array = np.empty(canon.shape, dtype=dtype)
+        self.view = source_view(self.array, canon)
+
+    def widen(self) -> None:
+        """int16 → float32 (a slice whose values int16 cannot hold): the slices written so
+        far are kept, converted."""
+        self.limits.reserve(self.array.size * 4)
+        self.array = self.array.astype(np.float32)
+        self.view = source_view(self.array, self.canon)
+
+
 def _assemble(
     count: int,
     info: PixelInfo,
     planes: Sequence[_Plane],
     first: Dataset,
     limits: DecodeLimits,
-    fill: Callable[[np.ndarray, list[int]], None],
+    fill: Callable[[_Target, list[int]], None],
     fmt: SourceFormat,
     what: str,
     sources: Callable[[list[int]], tuple[Dataset, ...]],
+    dtype: type[np.generic] = np.float32,
 ) -> Volume:
     if count < 2:
         raise InvalidVolume(f"a volume needs at least 2 slices; the upload has {count}")
@@ -213,9 +235,9 @@ def _assemble(
         canon = plan((count, info.rows, info.cols), affine, zooms)
     except ValueError:
         raise InvalidVolume("DICOM orientation is degenerate") from None
-    limits.reserve(voxels * 4)  # the float32 volume
-    out = np.empty(canon.shape, dtype=np.float32)
-    fill(source_view(out, canon), order)
+    target = _Target(canon, dtype, limits)
+    fill(target, order)
+    out = target.array
     meta = dicom_meta(
         first, info, fmt, slices=count, geometry=how, orientation_known=orientation is not None
     )
@@ -255,10 +277,10 @@ def decode_multiframe(ds: Dataset, info: PixelInfo, limits: DecodeLimits) -> Vol
         rescales.append((slope, inter) if slope is not None and inter is not None else None)
     decoder = pixel_decoder(ds, info)
 
-    def fill(view: np.ndarray, order: list[int]) -> None:
+    def fill(target: _Target, order: list[int]) -> None:
         slot = {frame: k for k, frame in enumerate(order)}
         for frame, arr in enumerate(iter_frames(ds, decoder)):
-            view[slot[frame]] = gray_values(arr, ds, info, rescale=rescales[frame])
+            target.view[slot[frame]] = gray_values(arr, ds, info, rescale=rescales[frame])
         drop_pixels(ds)
 
     return _assemble(count, info, planes, ds, limits, fill, "dicom", "frames", lambda order: (ds,))
@@ -297,17 +319,35 @@ def decode_series(datasets: Sequence[Dataset], limits: DecodeLimits) -> Volume:
     ):
         raise InconsistentSeries("slices have mixed pixel spacing")
     planes = [_Plane(_orientation(ds), _position(ds), _instance(ds)) for ds in images]
+    # CT slices' HU are whole numbers, nearly always in int16's range: the volume is int16
+    # (half the memory, no float pass), widened to float32 at the first slice that is not
+    rescales = [int16_rescale(ds, info) for ds, info in zip(images, infos, strict=True)]
+    as_int16 = all(r is not None for r in rescales)
 
-    def fill(view: np.ndarray, order: list[int]) -> None:
+    def fill(target: _Target, order: list[int]) -> None:
         for k, index in enumerate(order):
-            ds, info = images[index], infos[index]
+            ds, info, rescale = images[index], infos[index], rescales[index]
             frame = next(iter_frames(ds, pixel_decoder(ds, info), [0]))
-            view[k] = gray_values(frame, ds, info)
+            int16 = target.array.dtype == np.int16
+            if int16 and not (rescale is not None and write_int16(target.view[k], frame, *rescale)):
+                target.widen()
+                int16 = False
+            if not int16:
+                target.view[k] = gray_values(frame, ds, info)
             drop_pixels(ds)
 
     def sources(order: list[int]) -> tuple[Dataset, ...]:
         return tuple(images[i] for i in order)
 
     return _assemble(
-        len(images), first, planes, images[0], limits, fill, "dicom_series", "slices", sources
+        len(images),
+        first,
+        planes,
+        images[0],
+        limits,
+        fill,
+        "dicom_series",
+        "slices",
+        sources,
+        np.int16 if as_int16 else np.float32,
     )
