@@ -139,7 +139,8 @@ async function run() {
   forget();
   show("problem", false);
   text("status", `Sending ${state.files.length} file(s) to ${m.name}…`);
-  const r = await api(`${m.endpoint}?${query()}`, { method: "POST", body: upload(state.files), headers: { Accept: "application/json" } });
+  const explain = $("explain").checked ? { explain: "occlusion" } : {};
+  const r = await api(`${m.endpoint}?${query(explain)}`, { method: "POST", body: upload(state.files), headers: { Accept: "application/json" } });
   if (!r.ok) { await problem(r); return; }
   const body = await r.json();
   text("label", body.label);
@@ -171,9 +172,13 @@ async function run() {
     const o = await api(`${m.endpoint}?${query({ overlay: "true" })}`, { method: "POST", body: upload(state.files), headers: { Accept: "image/png" } });
     if (o.ok) { $("overlay").src = blobUrl(await o.blob()); show("overlay-figure", true); }
   }
-  if (body.explanation && body.explanation.png_base64) {
-    $("overlay").src = `data:image/png;base64,${body.explanation.png_base64}`;
-    show("overlay-figure", true);
+  const ex = body.explanation;
+  show("explanation-figure", Boolean(ex && ex.png_base64));
+  if (ex && ex.png_base64) {
+    $("explanation").src = `data:image/png;base64,${ex.png_base64}`;
+    text("explanation-caption", ex.method === "occlusion"
+      ? `Occlusion sensitivity: the warmer a region, the more the probability dropped when it was masked (patch ${ex.patch} px, stride ${ex.stride} px)`
+      : "The model's probability map over the input");
   }
   show("dicom-row", body.input.format.startsWith("dicom"));
   show("result", true);
@@ -200,6 +205,7 @@ function wire() {
   for (const ev of ["dragleave", "drop"]) drop.addEventListener(ev, () => drop.classList.remove("dragging"));
   $("model").addEventListener("change", async () => { await showModel($("model").value); run(); });
   $("operating-point").addEventListener("change", run);
+  $("explain").addEventListener("change", run);
   $("dicom-download").addEventListener("click", downloadDicom);
   $("key-apply").addEventListener("click", async () => {
     state.key = $("api-key").value.trim();

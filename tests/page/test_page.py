@@ -165,6 +165,30 @@ def test_a_film_shows_the_apis_label_and_probability(
     assert_only_local(browser, server)
 
 
+def test_explain_shows_the_occlusion_map_at_the_inputs_size(
+    browser: Any, server: str, tmp_path: Path
+) -> None:
+    path = film(tmp_path)
+    open_page(browser, server)
+    choose(browser, "pneumonia_xray")
+    browser.find_element(By.ID, "explain").click()
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "explanation-figure")))
+    wait(browser).until(
+        lambda d: d.execute_script("return document.getElementById('explanation').naturalWidth") > 0
+    )
+    size = browser.execute_script(
+        "const i = document.getElementById('explanation'); return [i.naturalWidth, i.naturalHeight]"
+    )
+    with Image.open(path) as img:
+        assert size == [img.width, img.height]  # the heat map is drawn at the input's size
+    caption = browser.find_element(By.ID, "explanation-caption").text
+    assert caption.startswith("Occlusion sensitivity") and "stride" in caption
+    assert "explain" in browser.find_element(By.ID, "timings").text
+    screenshot(browser, "explanation")
+    assert_only_local(browser, server)
+
+
 def test_a_segmentation_upload_shows_the_overlay(browser: Any, server: str) -> None:
     open_page(browser, server)
     choose(browser, "brain_tumor_mri")
