@@ -70,7 +70,7 @@ models: $(VENV)/.all-installed
 	$(TRAIN) synth pneumonia_xray --preset demo --preset-section synth_test \
 		--out $(PNEUMONIA_TEST) --overwrite
 	$(TRAIN) train pneumonia_xray --preset demo --data $(PNEUMONIA_DATA) \
-		--test-data $(PNEUMONIA_TEST) --out models --version 1.2.0 --overwrite
+		--test-data $(PNEUMONIA_TEST) --out models --version 1.3.0 --overwrite
 
 ## COVID-19 chest CT (covid_ct): CT-0 vs CT-2+CT-3 volumes at 128 px, a 3D CNN at 32x64x64
 ## (about 15-20 minutes on 2 CPU cores).

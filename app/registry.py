@@ -258,8 +258,16 @@ def _load_ood(entry: ModelEntry, stats_bytes: bytes, probe: np.ndarray) -> str |
         return "the card's ood output is not the graph's last output"
     try:
         entry.ood_stats = OodStats.from_bytes(stats_bytes)
-    except ValueError:
+    except ValueError as exc:
+        reason = str(exc)
+        if "version" in reason:  # a file of statistics this service does not know
+            return f"the ood statistics file is not usable: {reason}"
         return "the ood statistics file is not valid"
+    declared = entry.card.ood.statistics_version or 1
+    if entry.ood_stats.version != declared:
+        version = entry.ood_stats.version
+        entry.ood_stats = None
+        return f"the ood statistics file is version {version}, the card says {declared}"
     try:
         names = [entry.output_name, entry.card.ood.output]
         feats = np.asarray(entry.session.run(names, {entry.input_name: probe})[1])

@@ -228,6 +228,9 @@ class OodSpec(_Strict):
     threshold: float = Field(description="score > threshold: out of distribution")
     far: float | None = Field(None, ge=0, le=1, description="False-alarm rate on validation")
     auroc: float | None = Field(None, ge=0, le=1, description="On the OOD set made at export")
+    statistics_version: int | None = Field(
+        None, ge=1, description="The input statistics the file was fitted with (None: 1)"
+    )
 
     @field_validator("input_grid")
     @classmethod

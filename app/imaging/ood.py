@@ -8,7 +8,17 @@ itself into one vector of three blocks:
 1. a coarse block-mean thumbnail of the input (where things are);
 2. global statistics: spread, mean absolute gradient per axis, share of values at the minimum
    and the maximum, and the intensity-weighted centroid, second and third central moments
-   (shape and orientation: a rotated or flipped input moves them).
+   (shape and orientation: a rotated or flipped input moves them); from statistics version 2
+   also the intensity quantiles and the share of equal neighbouring values along each axis
+   (how the grey levels are spread: another modality windowed into the same range, a
+   posterised copy at a lower bit depth).
+
+The statistics file records its version (:data:`STATISTICS_VERSIONS`): version 1 (a file
+without a version) has the shares at the minimum and maximum as they are and no quantiles;
+version 2 takes the shares' logarithm (a film with more background than most is not a
+ten-sigma outlier of a linear share) and appends the quantiles and equal-neighbour shares to
+block 2. A file is scored with the vector of its own version, so statistics fitted before
+version 2 keep their scores.
 
 Each block is scored with the Mahalanobis distance to the nearest class mean under one shared
 covariance (Lee et al., "A Simple Unified Framework for Detecting Out-of-Distribution Samples
@@ -37,7 +47,11 @@ STATS_KEYS = (
     "block_center",
     "block_scale",
 )
-N_BLOCKS = 3
+# The input statistics' versions (a file without a version is version 1) and the newest.
+STATISTICS_VERSIONS = (1, 2)
+STATISTICS_VERSION = 2
+# Version 2's intensity quantiles (of the channel-averaged preprocessed input).
+QUANTILES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def _spatial(x: np.ndarray, layout: str) -> np.ndarray:
@@ -94,11 +108,32 @@ def _moments(a: np.ndarray) -> list[float]:
     return [*c, *second, *third, *ratios]
 
 
-def input_statistics(x: np.ndarray, layout: str, grid: tuple[int, ...]) -> np.ndarray:
+def _check_version(version: int) -> None:
+    if version not in STATISTICS_VERSIONS:
+        known = ", ".join(str(v) for v in STATISTICS_VERSIONS)
+        raise ValueError(f"OOD statistics version {version} is not known (known: {known})")
+
+
+def _levels(a: np.ndarray) -> list[float]:
+    """Version 2's intensity levels: the quantiles, then per axis the share of neighbouring
+    values that are equal (flat runs: clipping, posterisation, a constant background)."""
+    quantiles = np.quantile(a, QUANTILES)
+    flat = [
+        float(np.mean(np.diff(a, axis=k) == 0)) if a.shape[k] > 1 else 1.0 for k in range(a.ndim)
+    ]
+    return [*(float(q) for q in quantiles), *flat]
+
+
+def input_statistics(
+    x: np.ndarray, layout: str, grid: tuple[int, ...], version: int = 1
+) -> np.ndarray:
     """Statistics of one preprocessed input ``x`` (the card's layout without the batch axis):
     the block-mean thumbnail on ``grid`` (one cell count per spatial axis), then the standard
     deviation, the mean absolute difference along each spatial axis, the share of values equal
-    to the minimum and to the maximum, and the moments. 1-D float64."""
+    to the minimum and to the maximum (version 2: their logarithms, the share floored at one
+    value), and the moments; version 2 then appends the intensity quantiles and the share of
+    equal neighbouring values per axis. 1-D float64."""
+    _check_version(version)
     a = _spatial(x, layout)
     if len(grid) != a.ndim:
         raise ValueError("the grid needs one cell count per spatial axis")
@@ -106,8 +141,14 @@ def input_statistics(x: np.ndarray, layout: str, grid: tuple[int, ...]) -> np.nd
         float(np.abs(np.diff(a, axis=k)).mean()) if a.shape[k] > 1 else 0.0 for k in range(a.ndim)
     ]
     lo, hi = float(a.min()), float(a.max())
-    extra = [float(a.std()), *grads, float(np.mean(a == lo)), float(np.mean(a == hi))]
-    return np.concatenate([_block_means(a, grid), np.asarray(extra + _moments(a))])
+    shares = [float(np.mean(a == lo)), float(np.mean(a == hi))]
+    if version >= 2:
+        shares = [float(np.log(max(v, 1.0 / a.size))) for v in shares]
+    extra = [float(a.std()), *grads, *shares]
+    parts = [_block_means(a, grid), np.asarray(extra + _moments(a))]
+    if version >= 2:
+        parts.append(np.asarray(_levels(a)))
+    return np.concatenate(parts)
 
 
 def block_ids(width: int, grid: tuple[int, ...], n_inputs: int) -> np.ndarray:
@@ -123,7 +164,8 @@ class OodStats:
     vector; ``class_means`` (K, D) are the class means of the standardised training vectors;
     ``precision`` (D, D) is block-diagonal, each block the inverse of that block's shared
     (shrunk) covariance; ``blocks`` (D,) the block of each value; ``block_center`` and
-    ``block_scale`` (B,) standardise each block's squared distance (held-out training rows)."""
+    ``block_scale`` (B,) standardise each block's squared distance (held-out training rows);
+    ``version`` the input statistics the vectors were made with (:func:`input_statistics`)."""
 
     center: np.ndarray
     scale: np.ndarray
@@ -132,6 +174,7 @@ class OodStats:
     blocks: np.ndarray
     block_center: np.ndarray
     block_scale: np.ndarray
+    version: int = 1
 
     @property
     def dim(self) -> int:
@@ -140,17 +183,25 @@ class OodStats:
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         arrays = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in STATS_KEYS}
+        if self.version != 1:  # version 1 files have no version (as they were written)
+            arrays["version"] = np.asarray(self.version, dtype=np.int64)
         np.savez(buf, allow_pickle=False, **arrays)
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OodStats:
-        """Read a statistics file (``.npz``, no pickles); ValueError when it is not one."""
+        """Read a statistics file (``.npz``, no pickles); ValueError when it is not one, or when
+        its version is not known to this code (the reason says which)."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {k: np.asarray(z[k], dtype=np.float64) for k in STATS_KEYS}
+                raw_version = np.asarray(z["version"]) if "version" in z.files else np.asarray(1)
         except (OSError, KeyError, ValueError, EOFError) as exc:
             raise ValueError("not an OOD statistics file") from exc
+        if raw_version.shape != () or raw_version.dtype.kind not in "iu":
+            raise ValueError("OOD statistics version is not an integer")
+        version = int(raw_version)
+        _check_version(version)
         d = arrays["center"].shape
         nb = arrays["block_center"].shape
         blocks = arrays["blocks"]
@@ -172,16 +223,16 @@ class OodStats:
         ):
             raise ValueError("OOD statistics have inconsistent shapes or values")
         arrays["blocks"] = blocks.astype(np.int64)
-        return cls(**arrays)
+        return cls(**arrays, version=version)
 
 
 def joint_vector(
-    features: np.ndarray, x: np.ndarray, layout: str, grid: tuple[int, ...]
+    features: np.ndarray, x: np.ndarray, layout: str, grid: tuple[int, ...], version: int = 1
 ) -> np.ndarray:
     """The vector the statistics describe: one input's model features (1-D), then its
-    input statistics."""
+    input statistics of ``version``."""
     f = np.asarray(features, dtype=np.float64).ravel()
-    return np.concatenate([f, input_statistics(x, layout, grid)])
+    return np.concatenate([f, input_statistics(x, layout, grid, version)])
 
 
 def block_distances(stats: OodStats, vectors: np.ndarray) -> np.ndarray:
@@ -217,5 +268,6 @@ def score(
     """OOD score of one input: ``features`` the model's extra output for it (any shape, one
     input), ``x`` the preprocessed input (the card's layout without the batch axis). A
     non-finite score (features overflowed) is reported as the largest float: surely out."""
-    s = float(scores(stats, joint_vector(features, x, layout, grid)[None, :])[0])
+    v = joint_vector(features, x, layout, grid, stats.version)
+    s = float(scores(stats, v[None, :])[0])
     return s if np.isfinite(s) else sys.float_info.max

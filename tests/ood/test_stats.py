@@ -4,6 +4,7 @@ checks of an ``ood`` card."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -13,12 +14,25 @@ import pytest
 
 from app.config import Settings
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_file
-from app.imaging.ood import OodStats, input_statistics, score, scores
+from app.imaging.ood import (
+    QUANTILES,
+    STATISTICS_VERSION,
+    OodStats,
+    input_statistics,
+    joint_vector,
+    score,
+    scores,
+)
 from app.registry import load_entry
 from tests.tiny_model import SIZE, write_tiny_model
 from training.ood import fit
 from training.ood.hook import STATS_FILE, add_ood
-from training.ood.surgery import FEATURES_OUTPUT, add_features_output, check_output0_unchanged
+from training.ood.surgery import (
+    FEATURES_OUTPUT,
+    add_features_output,
+    check_output0_unchanged,
+    remove_features_output,
+)
 
 
 def _films(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -70,6 +84,38 @@ def test_statistics_file_round_trips_and_rejects_what_is_not_one() -> None:
     ):
         with pytest.raises(ValueError):
             OodStats.from_bytes(bad.to_bytes())
+
+
+def test_statistics_versions_round_trip_and_an_unknown_one_is_refused_by_name() -> None:
+    rng = np.random.default_rng(0)
+    blocks = np.array([0, 0, 1])
+    args = (rng.random(3), rng.random(3) + 0.1, rng.random((2, 3)), np.eye(3), blocks)
+    v1 = OodStats(*args, np.zeros(2), np.ones(2))
+    assert v1.version == 1 and "version" not in np.load(io.BytesIO(v1.to_bytes())).files
+    assert OodStats.from_bytes(v1.to_bytes()).version == 1  # a file written before versions
+    v2 = OodStats(*args, np.zeros(2), np.ones(2), version=2)
+    assert OodStats.from_bytes(v2.to_bytes()).version == 2
+    unknown = OodStats(*args, np.zeros(2), np.ones(2), version=9)
+    with pytest.raises(ValueError, match="version 9 is not known"):
+        OodStats.from_bytes(unknown.to_bytes())
+
+
+def test_version_2_statistics_log_the_shares_and_add_the_intensity_levels() -> None:
+    x = np.random.default_rng(7).random((8, 8, 1)).astype(np.float32)
+    x[:4, :4] = 0.0  # a quarter at the minimum
+    s1, s2 = input_statistics(x, "NHWC", (2, 2)), input_statistics(x, "NHWC", (2, 2), 2)
+    n1 = len(s1)
+    assert len(s2) == n1 + len(QUANTILES) + 2
+    assert np.array_equal(s2[:7], s1[:7]) and np.array_equal(s2[9:n1], s1[9:])
+    assert s1[7] == 0.25 and s2[7] == pytest.approx(np.log(0.25))
+    assert s2[8] == pytest.approx(np.log(1 / 64))  # one value at the maximum
+    assert s2[n1] == 0.0 and s2[n1 + len(QUANTILES) - 1] <= 1.0  # quantiles of the values
+    flat_rows = s2[-2:]  # equal neighbours along each axis: the zero quarter's
+    assert 0.2 < flat_rows[0] < 0.3 and 0.2 < flat_rows[1] < 0.3
+    # the joint vector follows the version asked for; scoring uses the file's own version
+    f = np.ones(3)
+    assert len(joint_vector(f, x, "NHWC", (2, 2))) == 3 + n1
+    assert len(joint_vector(f, x, "NHWC", (2, 2), STATISTICS_VERSION)) == 3 + len(s2)
 
 
 def test_input_statistics_see_constant_and_noisy_inputs() -> None:
@@ -124,6 +170,12 @@ def test_surgery_appends_the_features_last_and_keeps_output_0_bit_equal(tmp_path
     check_output0_unchanged(before, after, _films(np.random.default_rng(4), 5))
     with pytest.raises(ValueError, match="already"):
         add_features_output(after, ["flat"])
+    # a refit removes the output it made and appends it again: output 0 still bit-equal
+    stripped = remove_features_output(after)
+    assert [o.name for o in onnx.load_from_string(stripped).graph.output] == ["logit"]
+    assert remove_features_output(before) == before
+    again, _ = add_features_output(stripped, ["flat"])
+    check_output0_unchanged(before, again, _films(np.random.default_rng(4), 5))
     with pytest.raises(ValueError, match="not produced"):
         add_features_output(before, ["nope"])
 
@@ -186,6 +238,7 @@ def test_registry_refuses_a_changed_or_unfit_statistics_file(tmp_path: Path) -> 
         stats.blocks[:d],
         stats.block_center,
         stats.block_scale,
+        stats.version,
     )
     stats_path.write_bytes(narrow.to_bytes())
     raw = json.loads((folder / CARD_FILE).read_text())
@@ -214,3 +267,27 @@ def test_registry_refuses_unreadable_statistics_and_a_misnamed_features_output(
     entry = load_entry("pneumonia_xray", misnamed, Settings(model_dir=tmp_path / "b"))
     assert not entry.ready
     assert entry.reason == "the card's ood output is not the graph's last output"
+
+
+def test_registry_refuses_statistics_of_another_or_an_unknown_version(tmp_path: Path) -> None:
+    folder = _with_ood(tmp_path)
+    raw = json.loads((folder / CARD_FILE).read_text())
+    assert raw["ood"]["statistics_version"] == STATISTICS_VERSION
+    raw["ood"]["statistics_version"] = 1  # the card says one version, the file holds another
+    (folder / CARD_FILE).write_text(json.dumps(raw))
+    entry = load_entry("pneumonia_xray", folder, Settings(model_dir=tmp_path))
+    assert not entry.ready
+    assert (
+        entry.reason == f"the ood statistics file is version {STATISTICS_VERSION}, the card says 1"
+    )
+
+    stats = OodStats.from_bytes((folder / STATS_FILE).read_bytes())
+    future = OodStats(**{**stats.__dict__, "version": 99})
+    (folder / STATS_FILE).write_bytes(future.to_bytes())
+    raw["files"][STATS_FILE] = sha256_file(folder / STATS_FILE)
+    raw["ood"]["statistics_version"] = 99
+    (folder / CARD_FILE).write_text(json.dumps(raw))
+    entry = load_entry("pneumonia_xray", folder, Settings(model_dir=tmp_path))
+    assert not entry.ready and entry.reason is not None
+    assert entry.reason.startswith("the ood statistics file is not usable: ")
+    assert "version 99 is not known" in entry.reason

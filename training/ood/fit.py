@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from app.imaging.ood import OodStats, joint_vector, scores
+from app.imaging.ood import STATISTICS_VERSION, OodStats, joint_vector, scores
 from training.ood.surgery import FEATURES_OUTPUT
 
 # A standardised dimension whose training spread is below this is treated as this (a share of
@@ -38,10 +38,18 @@ def run_features(
     return np.concatenate(outs0), np.concatenate(feats)
 
 
-def vectors(feats: np.ndarray, x: np.ndarray, layout: str, grid: Sequence[int]) -> np.ndarray:
-    """(N, D) joint vectors (features, then input statistics) for N inputs."""
+def vectors(
+    feats: np.ndarray,
+    x: np.ndarray,
+    layout: str,
+    grid: Sequence[int],
+    version: int = STATISTICS_VERSION,
+) -> np.ndarray:
+    """(N, D) joint vectors (features, then input statistics of ``version``) for N inputs."""
     g = tuple(grid)
-    return np.stack([joint_vector(f, xi, layout, g) for f, xi in zip(feats, x, strict=True)])
+    return np.stack(
+        [joint_vector(f, xi, layout, g, version) for f, xi in zip(feats, x, strict=True)]
+    )
 
 
 SHRINKAGE_GRID = tuple(float(a) for a in np.logspace(-3, 0, 16)[:-1])
@@ -95,6 +103,7 @@ def fit_ood(
     blocks: np.ndarray,
     seed: int,
     shrinkage: Sequence[float] | None = None,
+    version: int = 1,
 ) -> Fitted:
     """Fit the statistics on training rows ``v`` (N, D) with classes ``y`` and patients
     ``groups``: each block's class means and shared covariance, shrunk towards its scaled
@@ -102,7 +111,8 @@ def fit_ood(
     patients the highest likelihood over 5 group folds (neighbouring slices and frames of one
     patient make rows far from independent, which closed-form estimates such as Ledoit-Wolf
     assume); each block's squared distance is standardised by the mean and standard deviation
-    of its out-of-fold values. ``shrinkage`` fixes the values instead of choosing them."""
+    of its out-of-fold values. ``shrinkage`` fixes the values instead of choosing them;
+    ``version`` is the input statistics' version the rows were made with (recorded)."""
     y = np.asarray(y)
     classes = sorted({int(c) for c in y})
     center = v.mean(axis=0)
@@ -142,7 +152,14 @@ def fit_ood(
     block_center = oof.mean(axis=0)
     block_scale = np.maximum(oof.std(axis=0), MIN_SCALE)
     stats = OodStats(
-        center, scale, means, precision, blocks.astype(np.int64), block_center, block_scale
+        center,
+        scale,
+        means,
+        precision,
+        blocks.astype(np.int64),
+        block_center,
+        block_scale,
+        version,
     )
     return Fitted(stats, chosen, oof)
 
@@ -170,6 +187,6 @@ def score_inputs(
     layout: str,
     grid: Sequence[int],
 ) -> np.ndarray:
-    """(N,) OOD scores of N preprocessed inputs."""
+    """(N,) OOD scores of N preprocessed inputs (with the statistics' own version)."""
     _, feats = run_features(sess, x)
-    return scores(stats, vectors(feats, x, layout, grid))
+    return scores(stats, vectors(feats, x, layout, grid, stats.version))

@@ -78,6 +78,31 @@ def add_features_output(model_bytes: bytes, tensors: Sequence[str]) -> tuple[byt
     return out, dim
 
 
+def remove_features_output(model_bytes: bytes) -> bytes:
+    """``model_bytes`` without the output :data:`FEATURES_OUTPUT` and the nodes
+    :func:`add_features_output` appended for it (an artifact being refitted); unchanged when it
+    has no such output. ValueError when another node reads those nodes' outputs."""
+    model = onnx.load_from_string(model_bytes)
+    g = model.graph
+    if not any(o.name == FEATURES_OUTPUT for o in g.output):
+        return model_bytes
+    ours = [
+        n for n in g.node if n.name == FEATURES_OUTPUT or n.name.startswith(FEATURES_OUTPUT + "/")
+    ]
+    made = {o for n in ours for o in n.output}
+    if any(i in made for n in g.node if n not in ours for i in n.input):
+        raise ValueError(f"other nodes read the {FEATURES_OUTPUT} nodes' outputs")
+    keep = [n for n in g.node if n not in ours]
+    del g.node[:]
+    g.node.extend(keep)
+    outputs = [o for o in g.output if o.name != FEATURES_OUTPUT]
+    del g.output[:]
+    g.output.extend(outputs)
+    onnx.checker.check_model(model)
+    out: bytes = model.SerializeToString()
+    return out
+
+
 def _session(model_bytes: bytes) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
