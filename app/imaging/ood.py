@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -114,13 +115,12 @@ def _check_version(version: int) -> None:
         raise ValueError(f"OOD statistics version {version} is not known (known: {known})")
 
 
-def _levels(a: np.ndarray) -> list[float]:
+def _levels(a: np.ndarray, diffs: list[np.ndarray | None]) -> list[float]:
     """Version 2's intensity levels: the quantiles, then per axis the share of neighbouring
-    values that are equal (flat runs: clipping, posterisation, a constant background)."""
+    values that are equal (flat runs: clipping, posterisation, a constant background);
+    ``diffs`` the differences along each axis (None for an axis of one value)."""
     quantiles = np.quantile(a, QUANTILES)
-    flat = [
-        float(np.mean(np.diff(a, axis=k) == 0)) if a.shape[k] > 1 else 1.0 for k in range(a.ndim)
-    ]
+    flat = [float(np.mean(d == 0)) if d is not None else 1.0 for d in diffs]
     return [*(float(q) for q in quantiles), *flat]
 
 
@@ -137,9 +137,8 @@ def input_statistics(
     a = _spatial(x, layout)
     if len(grid) != a.ndim:
         raise ValueError("the grid needs one cell count per spatial axis")
-    grads = [
-        float(np.abs(np.diff(a, axis=k)).mean()) if a.shape[k] > 1 else 0.0 for k in range(a.ndim)
-    ]
+    diffs = [np.diff(a, axis=k) if a.shape[k] > 1 else None for k in range(a.ndim)]
+    grads = [float(np.abs(d).mean()) if d is not None else 0.0 for d in diffs]
     lo, hi = float(a.min()), float(a.max())
     shares = [float(np.mean(a == lo)), float(np.mean(a == hi))]
     if version >= 2:
@@ -147,7 +146,7 @@ def input_statistics(
     extra = [float(a.std()), *grads, *shares]
     parts = [_block_means(a, grid), np.asarray(extra + _moments(a))]
     if version >= 2:
-        parts.append(np.asarray(_levels(a)))
+        parts.append(np.asarray(_levels(a, diffs)))
     return np.concatenate(parts)
 
 
@@ -175,6 +174,17 @@ class OodStats:
     block_center: np.ndarray
     block_scale: np.ndarray
     version: int = 1
+
+    @cached_property
+    def block_parts(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
+        """Per block: its indices in the joint vector, its class means (K, d) and its precision
+        (d, d), cut out once (not on every score)."""
+        parts = []
+        for b in range(self.block_center.shape[0]):
+            idx = np.flatnonzero(self.blocks == b)
+            block = np.ascontiguousarray(self.precision[np.ix_(idx, idx)])
+            parts.append((idx, np.ascontiguousarray(self.class_means[:, idx]), block))
+        return tuple(parts)
 
     @property
     def dim(self) -> int:
@@ -243,11 +253,11 @@ def block_distances(stats: OodStats, vectors: np.ndarray) -> np.ndarray:
         raise ValueError(f"OOD vector has {v.shape[1]} values, the statistics {stats.dim}")
     z = (v - stats.center) / stats.scale
     out = np.empty((v.shape[0], stats.block_center.shape[0]))
-    for b in range(out.shape[1]):
-        idx = np.flatnonzero(stats.blocks == b)
-        diff = z[:, None, idx] - stats.class_means[None, :, idx]
-        p = stats.precision[np.ix_(idx, idx)]
-        out[:, b] = np.einsum("nkd,de,nke->nk", diff, p, diff).min(axis=1)
+    for b, (idx, means, precision) in enumerate(stats.block_parts):
+        diff = z[:, None, idx] - means[None]
+        # (n, k, d) @ (d, d): one matrix product per input, whatever the batch (the same
+        # numbers for an input scored alone or with others)
+        out[:, b] = (np.matmul(diff, precision) * diff).sum(axis=-1).min(axis=1)
     return out
 
 
