@@ -1,4 +1,8 @@
-"""Things loaded once in the lifespan and injected into routes (tests swap them)."""
+"""Things loaded once in the lifespan and injected into routes (tests swap them).
+
+The providers are ``async def``: FastAPI runs a plain ``def`` dependency in the thread pool,
+and a trip through the pool on every request cost more than the route's own work before
+the body (0.6 ms of 0.7 on a loaded 2-core machine)."""
 
 from __future__ import annotations
 
@@ -25,19 +29,19 @@ class Services:
     store: Store
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return cast(Registry, request.app.state.registry)
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, request.app.state.metrics)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     state = request.app.state
     return Services(state.registry, state.settings, state.limiter, state.metrics, state.store)
 
