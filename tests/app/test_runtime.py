@@ -248,3 +248,15 @@ def test_v2_raw_inference_runs_on_the_chosen_runtime(
     for out, expected in zip(outputs, want, strict=True):
         got = np.asarray(out["data"], np.float32).reshape(out["shape"])
         np.testing.assert_allclose(got, expected, rtol=0, atol=PARITY_ATOL)
+
+
+def test_openvino_sends_and_writes_nothing(on_ov: dict[str, ModelEntry]) -> None:
+    """``import openvino`` imports its conversion tools, whose telemetry (a Google Analytics
+    event, a client id under ~/intel) app/__init__.py replaces with their own no-op stub."""
+    import sys
+
+    from openvino.tools.ovc import telemetry_utils
+
+    assert on_ov["covid_ct"].runtime == "openvino"
+    assert sys.modules["openvino_telemetry"] is None
+    assert telemetry_utils.tm.__name__ == "openvino.tools.ovc.telemetry_stub"
