@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.imaging.limits import DecodeLimits
+from app.runtime import RuntimeSetting
 
 MiB = 1024 * 1024
 
@@ -76,9 +77,28 @@ class Settings(BaseSettings):
     max_archive_entries: int = Field(4096, gt=0, description="Entries allowed in a zip upload")
     max_upload_parts: int = Field(2048, gt=0, description="Multipart parts allowed per request")
     ort_intra_op_threads: int = Field(
-        0, ge=0, description="onnxruntime intra-op threads per session; 0 = one per core"
+        0,
+        ge=0,
+        description=(
+            "Threads per model (onnxruntime intra-op threads, OpenVINO's INFERENCE_NUM_THREADS); "
+            "0 = one per core"
+        ),
     )
     ort_inter_op_threads: int = Field(1, ge=1)
+    runtime: RuntimeSetting = Field(
+        "auto",
+        description=(
+            "What runs the models: onnxruntime, openvino (OpenVINO's CPU plugin in f32, as many "
+            "threads as onnxruntime), or auto (OpenVINO for the models where it measured "
+            "faster, app/runtime.py; onnxruntime for the others and when openvino is not "
+            "installed). A model on OpenVINO whose outputs differ from onnxruntime's by more "
+            "than 1e-4 at load runs on onnxruntime, with the reason on /models"
+        ),
+    )
+    model_runtimes: dict[str, RuntimeSetting] = Field(
+        default_factory=dict,
+        description='Per-model runtime, JSON: {"covid_ct": "onnxruntime"}; otherwise `runtime`',
+    )
     max_concurrent_inferences: int = Field(2, ge=1, description="Inferences running at once")
     max_queued_inferences: int = Field(
         16, ge=0, description="Requests allowed to wait for an inference slot before 503"

@@ -28,7 +28,7 @@ class Metrics:
         )
         self.inference_duration = Histogram(
             "medserve_inference_duration_seconds",
-            "onnxruntime session.run time, by model",
+            "Time the model's runtime takes to run it (medserve_model_runtime), by model",
             ["model"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
@@ -37,6 +37,12 @@ class Metrics:
             "medserve_model_ready",
             "1 when the model loaded and passed its self-test",
             ["model"],
+            registry=self.registry,
+        )
+        self.model_runtime = Gauge(
+            "medserve_model_runtime",
+            "1 for the runtime that runs the model (onnxruntime or openvino)",
+            ["model", "runtime"],
             registry=self.registry,
         )
         self.inflight = Gauge(

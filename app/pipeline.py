@@ -156,7 +156,7 @@ def _run(
     dicom: bool,
     ood_policy: str = "warn",
 ) -> tuple[Image2D | Volume, np.ndarray, np.ndarray, OodResult | None]:
-    """decode → preprocess → session.run (→ the ood step), each stage timed; the input, the
+    """decode → preprocess → the model's run (→ the ood step), each stage timed; the input, the
     model-input batch, the raw output 0 and the OOD result (None for a card without an ``ood``
     section).
 

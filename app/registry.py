@@ -25,24 +25,31 @@ from app.errors import ModelNotReady, NotFound
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
 from app.imaging.ood import OodStats
 from app.imaging.ood import score as ood_score
+from app.runtime import Runner, Runtime, choose_runner, requested_runtime
 
 log = logging.getLogger("medserve.registry")
 
 
 @dataclass
 class ModelEntry:
-    """One model as the service sees it: its card, its session, and whether it may serve."""
+    """One model as the service sees it: its card, its onnxruntime session (the graph's
+    metadata: names, shapes, types), the runner that runs it (that session, or OpenVINO's
+    compiled model, ``app.runtime``), and whether it may serve."""
 
     name: str
     version: str | None
     path: Path | None
     card: ModelCard | None = None
     session: ort.InferenceSession | None = None
+    runner: Runner | None = None  # every inference goes through it: run(output_names, feeds)
+    runtime: Runtime | None = None  # what the runner is, once loaded
+    runtime_reason: str | None = None  # why it is not the runtime the settings asked for
+    runtime_parity: float | None = None  # OpenVINO's largest difference from onnxruntime at load
     input_name: str | None = None
     output_name: str | None = None  # output 0, the model's answer (an OOD output comes last)
     ready: bool = False
     reason: str | None = None
-    explain_batch: int = 1  # occluded inputs per session.run (the graph's batch size if fixed)
+    explain_batch: int = 1  # occluded inputs per run (the graph's batch size if fixed)
     explain_ms_per_item: float = 0.0  # measured at load, per input of a batch that size
     ood_stats: OodStats | None = None
 
@@ -52,20 +59,20 @@ class ModelEntry:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on one preprocessed batch (the card's layout) and return output 0."""
-        if not self.ready or self.session is None or self.input_name is None:
+        if not self.ready or self.runner is None or not self.input_name or not self.output_name:
             raise ModelNotReady(f"model {self.name} is not ready")
-        out: list[Any] = self.session.run([self.output_name], {self.input_name: batch})
+        out: list[Any] = self.runner.run([self.output_name], {self.input_name: batch})
         return np.asarray(out[0])
 
     def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Output 0 and, when the card has an ``ood`` section, the features output (both with
         the batch axis first); the features are None for a card without one."""
-        if not self.ready or self.session is None or self.input_name is None:
+        if not self.ready or self.runner is None or not self.input_name or not self.output_name:
             raise ModelNotReady(f"model {self.name} is not ready")
         if self.card is None or self.card.ood is None:
             return self.run(batch), None
         names = [self.output_name, self.card.ood.output]
-        out: list[Any] = self.session.run(names, {self.input_name: batch})
+        out: list[Any] = self.runner.run(names, {self.input_name: batch})
         return np.asarray(out[0]), np.asarray(out[1])
 
     def ood_score(self, features: np.ndarray, x: np.ndarray) -> float:
@@ -222,18 +229,53 @@ def load_entry(
             entry.session = None
             entry.reason = problem
             return entry
+    _choose_runtime(entry, model_bytes, settings, probe)
     entry.ready = True
     if card.task == "binary_classification":
         measure_explain_latency(entry, graph_shape[0], settings.explain_batch)
     return entry
 
 
+def _choose_runtime(
+    entry: ModelEntry, model_bytes: bytes, settings: Settings, probe: np.ndarray
+) -> None:
+    """The runner the settings ask for, checked against onnxruntime on the self-test input
+    (every output, the OOD features included); onnxruntime with the reason when it fails."""
+    assert entry.session is not None and entry.input_name is not None
+    setting, wanted = requested_runtime(entry.name, settings.runtime, settings.model_runtimes)
+    choice = choose_runner(
+        entry.name,
+        entry.session,
+        wanted,
+        setting,
+        model_bytes,
+        settings.intra_op_threads,
+        [i.name for i in entry.session.get_inputs()],
+        [o.name for o in entry.session.get_outputs()],
+        {entry.input_name: probe},
+    )
+    entry.runner, entry.runtime, entry.runtime_reason = choice.runner, choice.runtime, choice.reason
+    entry.runtime_parity = choice.parity
+    if choice.parity is not None:
+        log.info(
+            "model runtime",
+            extra={
+                "event": "runtime",
+                "model": entry.name,
+                "runtime": choice.runtime,
+                "max_abs_diff": choice.parity,
+            },
+        )
+
+
 def measure_explain_latency(entry: ModelEntry, graph_batch: object, batch: int) -> None:
-    """Time one ``session.run`` of a batch of ``batch`` self-test inputs (the graph's own batch
+    """Time one run of a batch of ``batch`` self-test inputs (the graph's own batch
     size where it is fixed; one by one if a batch fails) and store the per-input milliseconds
     on the entry: the occlusion grid of an explanation is chosen from it, once per process,
-    so the same input always gets the same grid. The self-test run has warmed the session."""
-    assert entry.card is not None and entry.session is not None and entry.input_name
+    so the same input always gets the same grid. It runs on the model's runner (the runtime
+    it serves on), which the self-test or the parity run has warmed."""
+    assert entry.card is not None and entry.runner is not None
+    assert entry.input_name and entry.output_name
     one = entry.card.self_test.make_input(
         [1, *(1 if s is None else s for s in entry.card.input.shape[1:])]
     )
@@ -241,7 +283,7 @@ def measure_explain_latency(entry: ModelEntry, graph_batch: object, batch: int) 
     for size in sizes:
         start = time.perf_counter()
         try:
-            entry.session.run([entry.output_name], {entry.input_name: np.repeat(one, size, axis=0)})
+            entry.runner.run([entry.output_name], {entry.input_name: np.repeat(one, size, axis=0)})
         except Exception:  # a graph whose batch axis is not really free: explain one by one
             continue
         entry.explain_ms_per_item = (time.perf_counter() - start) * 1000 / size
@@ -299,6 +341,8 @@ def build_registry(settings: Settings, table: Sequence[Endpoint] | None = None) 
                 "model": name,
                 "version": entry.version,
                 "reason": entry.reason,
+                "runtime": entry.runtime,
+                "runtime_reason": entry.runtime_reason,
             },
         )
     return registry

@@ -27,12 +27,18 @@ class ModelSummary(BaseModel):
     ready: bool
     reason: str | None = Field(None, description="Why the model is not ready")
     sha256: str | None = Field(None, description="sha256 of model.onnx")
+    runtime: Literal["onnxruntime", "openvino"] | None = Field(
+        None, description="What runs the model (None until it has loaded)"
+    )
+    runtime_reason: str | None = Field(
+        None, description="Why the runtime is not the one the settings asked for"
+    )
     default_operating_point: str | None
     operating_points: dict[str, OperatingPoint]
 
 
 class ModelDetail(BaseModel):
-    """The whole model card plus readiness."""
+    """The whole model card plus readiness and the runtime."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -40,6 +46,8 @@ class ModelDetail(BaseModel):
     version: str | None
     ready: bool
     reason: str | None = None
+    runtime: Literal["onnxruntime", "openvino"] | None = None
+    runtime_reason: str | None = None
 
 
 class Problem(BaseModel):

@@ -2,8 +2,9 @@
 
 Files: ``from_items`` (ids and paths) → ``map_batches(_prepare)`` (read the bytes, decode,
 warnings, preprocess; Ray Data fuses it into the actors' processes) → ``map_batches(_Infer)``
-in an actor pool (``compute=ray.data.ActorPoolStrategy(size=workers)``, one onnxruntime
-session per actor, one ``session.run`` per Ray batch where the graph's batch dimension is free) →
+in an actor pool (``compute=ray.data.ActorPoolStrategy(size=workers)``, the model loaded once
+per actor on its runtime, ``app.runtime``; one run per Ray batch where the graph's batch
+dimension is free) →
 ``map_batches(_finish)`` in tasks (postprocess, the row) → the driver writes a part every
 ``rows_per_part`` rows. Ray Data's streaming executor bounds what is in flight (backpressure:
 tasks wait while the object store or the actors are full) and the actors take at most

@@ -2,7 +2,7 @@
 
 ``prepare`` (a task): bytes → ``pipeline.decode_for`` → conformance warnings →
 ``imaging.preprocess`` → the model's input for a batch of one. ``infer`` (the actor): the
-prepared inputs of a Ray batch in one ``session.run`` where the graph's batch dimension is free.
+prepared inputs of a Ray batch in one run of the model where the graph's batch dimension is free.
 ``finish`` (a task): the output → ``imaging.postprocess`` → one row, the same figures (rounded
 the same way) as the upload endpoint's JSON answer. Any ``MedserveError`` becomes the row's
 ``error_code`` (the code the HTTP endpoint answers with); anything else is ``internal_error``.
@@ -82,7 +82,7 @@ def prepare(
 
 def batched(entry: ModelEntry) -> bool:
     """Whether the graph's batch dimension is free (None or a symbolic name), so that several
-    inputs go through one ``session.run``."""
+    inputs go through one run."""
     assert entry.session is not None
     first = entry.session.get_inputs()[0].shape[0]
     return not isinstance(first, int)

@@ -40,6 +40,9 @@ async def ready(registry: RegistryDep, settings: SettingsDep) -> Ready:
 @router.get("/metrics", response_class=Response)
 async def metrics(m: MetricsDep, registry: RegistryDep) -> Response:
     """Prometheus text exposition format."""
+    m.model_runtime.clear()  # one runtime per model: the registry's, at this scrape
     for name, entry in registry.models.items():
         m.model_ready.labels(model=name).set(1 if entry.ready else 0)
+        if entry.runtime is not None:
+            m.model_runtime.labels(model=name, runtime=entry.runtime).set(1)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -63,6 +63,7 @@ def model_page(card: dict[str, Any]) -> str:
                 ("modality", card.get("modality")),
                 ("endpoint", card.get("endpoint")),
                 ("ready", card.get("ready")),
+                ("runtime", card.get("runtime")),
                 ("sha256 of model.onnx", (card.get("files") or {}).get("model.onnx")),
             ]
         )

@@ -32,6 +32,8 @@ def _summary(entry: ModelEntry) -> ModelSummary:
         ready=entry.ready,
         reason=entry.reason,
         sha256=entry.sha256,
+        runtime=entry.runtime,
+        runtime_reason=entry.runtime_reason,
         default_operating_point=card.default_operating_point if card else None,
         operating_points=dict(card.operating_points) if card else {},
     )
@@ -46,6 +48,7 @@ async def list_models(registry: RegistryDep) -> list[ModelSummary]:
 def _detail(entry: ModelEntry) -> dict[str, Any]:
     body: dict[str, Any] = entry.card.model_dump(mode="json") if entry.card else {}
     body.update(name=entry.name, version=entry.version, ready=entry.ready, reason=entry.reason)
+    body.update(runtime=entry.runtime, runtime_reason=entry.runtime_reason)
     return body
 
 

@@ -1,8 +1,9 @@
 """One V2 inference request, start to end (blocking; runs in the inference limiter's pool).
 
-body → (inflate) → JSON header + binary inputs → checked against the ONNX graph →
-``session.run`` → every output in graph order, plus, with ``medserve_postprocess: true``, the
-calibrated decision computed by ``app.imaging.postprocess`` exactly as the upload endpoints do.
+body → (inflate) → JSON header + binary inputs → checked against the ONNX graph → the model's
+runner (``app.runtime``: onnxruntime or OpenVINO) → every output in graph order, plus, with
+``medserve_postprocess: true``, the calibrated decision computed by ``app.imaging.postprocess``
+exactly as the upload endpoints do.
 """
 
 from __future__ import annotations
@@ -273,8 +274,8 @@ def run_infer(
     metrics: Metrics,
 ) -> V2Result:
     """One ``POST /v2/models/{name}/infer``: the response body and what the audit keeps."""
-    card, session = entry.card, entry.session
-    assert card is not None and session is not None
+    card, session, runner = entry.card, entry.session, entry.runner
+    assert card is not None and session is not None and runner is not None
     body = decompress(body, content_encoding, max_body_bytes)
     head_bytes, binary = split_body(body, header_length)
     header = parse_header(head_bytes)
@@ -290,7 +291,7 @@ def run_infer(
     chosen = _requested(header, available, post, options)
 
     started = time.perf_counter()
-    raw = [np.asarray(a) for a in session.run(None, feeds)]
+    raw = [np.asarray(a) for a in runner.run(None, feeds)]
     metrics.inference_duration.labels(model=entry.name).observe(time.perf_counter() - started)
     tensors = dict(zip(raw_names, raw, strict=True))
     batch = int(next(iter(feeds.values())).shape[0])

@@ -21,7 +21,8 @@ from app.config import Settings
 from app.imaging.card import ModelCard
 from app.imaging.preprocess import preprocess
 from app.imaging.readers import decode_image, decode_volume
-from app.registry import session_options
+from app.registry import load_entry
+from app.runtime import Runner
 from tests.integration import media
 from tests.integration.service import REPO_ROOT, MiB, running_service, service_env
 
@@ -72,6 +73,7 @@ class Case:
     image_shape: tuple[int, ...]
     tensor: np.ndarray
     session: ort.InferenceSession
+    runner: Runner  # what the server runs the model on (the same settings: app.runtime)
 
     @property
     def input_name(self) -> str:
@@ -82,8 +84,9 @@ class Case:
         return [o.name for o in self.session.get_outputs()]
 
     def direct(self, batch: np.ndarray) -> list[np.ndarray]:
-        """onnxruntime on the tensor, outside the service (its session options)."""
-        return [np.asarray(a) for a in self.session.run(None, {self.input_name: batch})]
+        """The model's runtime on the tensor, outside the service, as the registry builds it:
+        onnxruntime (its session options), or OpenVINO where the runtime setting picks it."""
+        return [np.asarray(a) for a in self.runner.run(None, {self.input_name: batch})]
 
 
 _UPLOADS: dict[str, Callable[[], bytes]] = {
@@ -113,10 +116,9 @@ def cases() -> dict[str, Case]:
         else:
             item = decode_image([data], settings.decode_limits, apply_voi_lut=prep.apply_voi_lut)
         tensor = preprocess(item, prep, card.input.layout)
-        session = ort.InferenceSession(
-            str(folder / "model.onnx"),
-            sess_options=session_options(settings),
-            providers=["CPUExecutionProvider"],
+        entry = load_entry(name, folder, settings)  # the server's settings: no MEDSERVE_*
+        assert entry.ready and entry.session is not None and entry.runner is not None
+        out[name] = Case(
+            name, card.endpoint, card, data, item.shape, tensor, entry.session, entry.runner
         )
-        out[name] = Case(name, card.endpoint, card, data, item.shape, tensor, session)
     return out
