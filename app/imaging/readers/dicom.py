@@ -401,12 +401,23 @@ def write_int16(out: np.ndarray, frame: np.ndarray, slope: int, inter: int) -> b
     them does not fit int16."""
     if frame.dtype.kind not in "ui" or frame.dtype.itemsize > 2:
         return False
-    scaled = np.multiply(frame, np.int32(slope), dtype=np.int32) if slope != 1 else frame
-    lo, hi = int(scaled.min()) + inter, int(scaled.max()) + inter
-    if lo < _INT16.min or hi > _INT16.max:
+    low, high = int(frame.min()), int(frame.max())
+    ends = (low * slope + inter, high * slope + inter)
+    if min(ends) < _INT16.min or max(ends) > _INT16.max:
         return False
-    np.add(scaled, np.int32(inter), out=out, casting="unsafe")  # in int32, stored as int16
+    if slope == 1 and frame.dtype.itemsize == 2:
+        # every result fits int16, so 16-bit wrap-around arithmetic gives it exactly (the
+        # sum is the same modulo 2**16): no int32 pass, no casting loop
+        np.add(frame.view(np.int16), np.int16(_wrap16(inter)), out=out)
+    else:
+        np.add(np.multiply(frame, np.int32(slope), dtype=np.int32), np.int32(inter), out=out,
+               casting="unsafe")  # fmt: skip
     return True
+
+
+def _wrap16(value: int) -> int:
+    """``value`` modulo 2**16 as a signed 16-bit number."""
+    return (value + 2**15) % 2**16 - 2**15
 
 
 def untransformed(frame: np.ndarray, ds: Dataset, info: PixelInfo, *, voi: bool = False) -> bool:
