@@ -5,7 +5,7 @@
 
 For each model, on one real upload of the format named in the table:
 
-1. floor: ``session.run`` alone on the preprocessed tensor (the service's session options);
+1. floor: the model's run alone on the preprocessed tensor (the service's runtime and options);
 2. pipeline: decode -> preprocess -> infer -> postprocess in process (``app.pipeline``);
 3. HTTP: a real ``python -m app.cli serve`` started here; p50/p95/p99 and throughput at
    concurrency 1, 4 and 16 with keep-alive connections, raw-body uploads; the load generator's
@@ -254,9 +254,11 @@ def in_process(
     results: dict[str, dict[str, Any]] = {}
     for name in models:
         entry = registry.get(name)
-        if not entry.ready or entry.card is None or entry.session is None:
+        if not entry.ready or entry.card is None or entry.runner is None:
             raise SystemExit(f"{name} is not ready: {entry.reason}")
-        card, session = entry.card, entry.session
+        # the runner the model serves on (onnxruntime, or OpenVINO under MEDSERVE_RUNTIME):
+        # the floor and the pipeline then time the same runtime
+        card, session = entry.card, entry.runner
         parts = [uploads[name].data]
         item = decode_for(entry, parts, limits)
         batch = preprocess(item, card.input.preprocessing, card.input.layout)
