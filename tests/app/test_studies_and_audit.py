@@ -144,3 +144,35 @@ def test_key_names_and_lengths_are_validated() -> None:
         "bare-key-0123456789abc": ("key2", False),
         "admin-key-0123456789abcd": ("admin1", True),
     }
+
+
+def test_a_failed_audit_write_is_logged_and_the_answer_still_given(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ok row is written in the inference's worker thread (uploads and V2): a database
+    that refuses it costs the answer nothing, and the failure is logged without its values."""
+    store = client.app.state.store  # type: ignore[attr-defined]
+
+    def refuse(**_: object) -> None:
+        raise RuntimeError("database is gone")
+
+    monkeypatch.setattr(store, "audit", refuse)
+    caplog.set_level("ERROR", logger="medserve.audit")
+    source = pydicom_file("CT_small.dcm")
+    assert client.post("/classify/xray", content=source, headers=_h(KEY)).status_code == 200
+    meta = client.get("/v2/models/pneumonia_xray", headers=_h(KEY)).json()
+    tensor = meta["inputs"][0]
+    shape = [1 if d == -1 else d for d in tensor["shape"]]
+    size = 1
+    for d in shape:
+        size *= d
+    body = {"inputs": [{"name": tensor["name"], "shape": shape, "datatype": "FP32",
+                        "data": [0.5] * size}]}  # fmt: skip
+    assert (
+        client.post("/v2/models/pneumonia_xray/infer", json=body, headers=_h(KEY)).status_code
+        == 200
+    )
+    failures = [r for r in caplog.records if r.getMessage() == "audit write failed"]
+    assert len(failures) == 2
+    assert all(getattr(r, "error", None) == "RuntimeError" for r in failures)
+    assert "database is gone" not in caplog.text

@@ -206,6 +206,7 @@ def test_audit_rows_hash_uids_with_a_salt(url: str) -> None:
     assert row["study_hash"] == store.uid_hash(STUDY) and len(row["study_hash"]) == 64
     assert row["series_hash"] != row["study_hash"]
     assert row["key_name"] == "orthanc" and row["model"]["version"] == "1.1.0"
+    assert row["summary"] == {"probability": 0.5} and row["status"] == "ok" and row["time"]
     other = _store(url)  # another process on the same database
     assert other.uid_hash(STUDY) == store.uid_hash(STUDY)
     assert store.count_audit() == 1
