@@ -85,6 +85,15 @@ class Settings(BaseSettings):
         ),
     )
     ort_inter_op_threads: int = Field(1, ge=1)
+    ort_spin_when_alone: bool = Field(
+        True,
+        description=(
+            "A model on onnxruntime also loads a second session whose threads spin during a "
+            "run, used while its request is the only inference in flight (lower latency one "
+            "request at a time; the sleeping session otherwise, so concurrent requests keep "
+            "the cores). Costs about 10 MB per model"
+        ),
+    )
     runtime: RuntimeSetting = Field(
         "auto",
         description=(

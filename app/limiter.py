@@ -126,6 +126,11 @@ class InferenceLimiter:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._seq = itertools.count()
 
+    def alone(self) -> bool:
+        """Whether exactly one inference is admitted (the caller's own, from a worker thread):
+        the models' runners then let their threads spin (``app.runtime.AloneAwareRunner``)."""
+        return self.pending == 1
+
     def overloaded(self, detail: str) -> Overloaded:
         return Overloaded(detail, headers={"Retry-After": str(self.retry_after)})
 

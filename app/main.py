@@ -96,7 +96,7 @@ def create_app(
         store = Store(settings.sqlalchemy_url)
         store.migrate()
         app.state.store = store
-        registry = build_registry(settings, endpoints)
+        registry = build_registry(settings, endpoints, app.state.limiter.alone)
         app.state.registry = registry
         for name, entry in registry.models.items():
             metrics.model_ready.labels(model=name).set(1 if entry.ready else 0)

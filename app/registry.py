@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,15 @@ from app.errors import ModelNotReady, NotFound
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
 from app.imaging.ood import OodStats
 from app.imaging.ood import score as ood_score
-from app.runtime import Runner, Runtime, choose_runner, requested_runtime
+from app.runtime import (
+    ALONE_SESSION_CONFIG,
+    AloneAwareRunner,
+    Runner,
+    Runtime,
+    choose_runner,
+    max_difference,
+    requested_runtime,
+)
 
 log = logging.getLogger("medserve.registry")
 
@@ -129,7 +137,9 @@ def _choose_version(model_dir: Path, pinned: str | None) -> tuple[str | None, st
     return versions[-1], None
 
 
-def session_options(settings: Settings) -> ort.SessionOptions:
+def session_options(settings: Settings, alone: bool = False) -> ort.SessionOptions:
+    """The service's session options; ``alone``: the threads spin during a run (for a run that
+    is the only inference in flight, ``app.runtime.AloneAwareRunner``)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.intra_op_threads
     opts.inter_op_num_threads = settings.ort_inter_op_threads
@@ -138,14 +148,23 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     # Decoding shares the cores with inference: threads must not spin between runs.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if alone:
+        for key, value in ALONE_SESSION_CONFIG.items():
+            opts.add_session_config_entry(key, value)
     opts.log_severity_level = 3
     return opts
 
 
 def load_entry(
-    name: str, path: Path, settings: Settings, table: Sequence[Endpoint] | None = None
+    name: str,
+    path: Path,
+    settings: Settings,
+    table: Sequence[Endpoint] | None = None,
+    alone_now: Callable[[], bool] | None = None,
 ) -> ModelEntry:
-    """Verify and load one version folder; never raises, records the reason instead."""
+    """Verify and load one version folder; never raises, records the reason instead. With
+    ``alone_now`` (the service's "is this the only inference in flight") a model on onnxruntime
+    also gets a spinning session for runs alone (``settings.ort_spin_when_alone``)."""
     entry = ModelEntry(name=name, version=path.name, path=path)
     try:
         raw = json.loads((path / CARD_FILE).read_bytes())
@@ -230,6 +249,8 @@ def load_entry(
             entry.reason = problem
             return entry
     _choose_runtime(entry, model_bytes, settings, probe)
+    if alone_now is not None and settings.ort_spin_when_alone and entry.runtime == "onnxruntime":
+        _add_alone_session(entry, model_bytes, settings, probe, alone_now)
     entry.ready = True
     if card.task == "binary_classification":
         measure_explain_latency(entry, graph_shape[0], settings.explain_batch)
@@ -266,6 +287,36 @@ def _choose_runtime(
                 "max_abs_diff": choice.parity,
             },
         )
+
+
+def _add_alone_session(
+    entry: ModelEntry,
+    model_bytes: bytes,
+    settings: Settings,
+    probe: np.ndarray,
+    alone_now: Callable[[], bool],
+) -> None:
+    """Wrap the entry's session with a spinning twin for runs alone, if the twin loads and
+    gives the same outputs on the self-test input; else keep the one session (logged)."""
+    assert entry.session is not None and entry.input_name is not None
+    feeds = {entry.input_name: probe}
+    try:
+        alone = ort.InferenceSession(
+            model_bytes, sess_options=session_options(settings, alone=True),
+            providers=["CPUExecutionProvider"],
+        )  # fmt: skip
+        diff, problem = max_difference(entry.session.run(None, feeds), alone.run(None, feeds))
+    except Exception as exc:  # onnxruntime raises several types
+        diff, problem = float("inf"), f"it could not run ({type(exc).__name__})"
+    if problem is None and diff > 0:
+        problem = f"its outputs differ by {diff:.2g}"
+    if problem is not None:
+        log.warning(
+            "no spinning session",
+            extra={"event": "runtime", "model": entry.name, "reason": problem},
+        )
+        return
+    entry.runner = AloneAwareRunner(entry.session, alone, alone_now)
 
 
 def measure_explain_latency(entry: ModelEntry, graph_batch: object, batch: int) -> None:
@@ -319,8 +370,13 @@ def _load_ood(entry: ModelEntry, stats_bytes: bytes, probe: np.ndarray) -> str |
     return None
 
 
-def build_registry(settings: Settings, table: Sequence[Endpoint] | None = None) -> Registry:
-    """Discover and load every model under ``settings.model_dir``, checked against ``table``."""
+def build_registry(
+    settings: Settings,
+    table: Sequence[Endpoint] | None = None,
+    alone_now: Callable[[], bool] | None = None,
+) -> Registry:
+    """Discover and load every model under ``settings.model_dir``, checked against ``table``;
+    ``alone_now`` as for ``load_entry`` (the service passes its limiter's)."""
     registry = Registry()
     root = settings.model_dir
     if not root.is_dir():
@@ -332,7 +388,7 @@ def build_registry(settings: Settings, table: Sequence[Endpoint] | None = None) 
         if version is None:
             entry = ModelEntry(name=name, version=None, path=None, reason=reason)
         else:
-            entry = load_entry(name, model_dir / version, settings, table)
+            entry = load_entry(name, model_dir / version, settings, table, alone_now)
         registry.models[name] = entry
         log.info(
             "model ready" if entry.ready else "model not ready",

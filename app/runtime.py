@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import queue
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, Protocol
@@ -82,6 +82,41 @@ class OpenVinoRunner:
             return [np.asarray(result[self._outputs[name]]) for name in names]
         finally:
             self._idle.put(request)
+
+
+# onnxruntime's intra-op threads, when a run is the only inference in flight, spin between the
+# graph's parallel sections instead of sleeping on a futex, and stop when the run returns
+# ("session.force_spinning_stop"): measured on 2 cores, one request at a time (bench/hospital.py
+# rows, two servers side by side, requests alternating), the brain MRI slice 12.6 -> 12.2 ms and
+# 15.7 -> 14.9 ms, the phantom frame 13.6 -> 12.9 ms and 17.7 -> 16.4 ms, the films unchanged
+# (their model runs for 1 ms). With a second request in flight the spinning threads take the
+# core its decoding needs (the same sessions spinning always: 12-21 % fewer requests/s at
+# concurrency 2), so then the sleeping session runs.
+ALONE_SESSION_CONFIG = {
+    "session.intra_op.allow_spinning": "1",
+    "session.force_spinning_stop": "1",
+}
+
+
+class AloneAwareRunner:
+    """Two onnxruntime sessions of one graph: ``alone`` (spinning threads) when ``alone_now()``
+    says this inference is the only one in flight, else ``shared`` (threads that sleep between
+    runs and sections). Both run the same graph with the same threads and optimisation, so the
+    outputs are the same; ``runs`` counts which one ran."""
+
+    def __init__(self, shared: Runner, alone: Runner, alone_now: Callable[[], bool]) -> None:
+        self.shared = shared
+        self.alone = alone
+        self._alone_now = alone_now
+        self.runs = {"alone": 0, "shared": 0}
+
+    def run(
+        self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]
+    ) -> list[Any]:
+        mode = "alone" if self._alone_now() else "shared"
+        self.runs[mode] += 1
+        runner = self.alone if mode == "alone" else self.shared
+        return runner.run(output_names, input_feed)
 
 
 def requested_runtime(

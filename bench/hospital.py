@@ -407,10 +407,12 @@ def burst(upload: Upload, n: int, budget_mb: int, tmp: Path) -> dict[str, Any]:
     }
 
 
-def run(scale: float, ct_slices: int, throughput: bool, bursts: int) -> dict[str, Any]:
+def run(
+    scale: float, ct_slices: int, throughput: bool, bursts: int, only: str | None = None
+) -> dict[str, Any]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = build_rows(scale, ct_slices)
+        rows = [r for r in build_rows(scale, ct_slices) if only is None or only in r.name]
         server = Server(ROOT / "models", Path(tmp) / "server.log", None)
         results = []
         try:
@@ -528,10 +530,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--burst", type=int, default=BURST_UPLOADS, help="concurrent CT uploads (0: no burst)"
     )
+    parser.add_argument(
+        "--only", help="measure only the rows whose name contains this (printed, not written)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "hospital.json")
     args = parser.parse_args(argv)
-    results = run(args.scale, args.ct_slices, not args.no_throughput, args.burst)
+    results = run(args.scale, args.ct_slices, not args.no_throughput, args.burst, args.only)
+    if args.only is not None:
+        print(report(results))
+        return 0
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     section = report(results)
     write_section(args.out, section)

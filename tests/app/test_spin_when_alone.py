@@ -1,0 +1,84 @@
+"""``MEDSERVE_ORT_SPIN_WHEN_ALONE``: a model on onnxruntime gets a spinning twin session that
+runs while its inference is the only one the limiter has admitted, and the sleeping session
+otherwise; both give the same outputs, and the twin is only built where the service asks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.limiter import InferenceLimiter
+from app.main import create_app
+from app.metrics import Metrics
+from app.registry import ModelEntry, load_entry
+from app.runtime import AloneAwareRunner
+from tests.integration import media
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def _entry(name: str, alone: list[bool] | None, **settings: object) -> ModelEntry:
+    folder = max((MODELS / name).iterdir(), key=lambda p: p.name)
+    alone_now = None if alone is None else (lambda: alone[0])
+    config = Settings(model_dir=MODELS, **settings)  # type: ignore[arg-type]
+    entry = load_entry(name, folder, config, alone_now=alone_now)
+    assert entry.ready, entry.reason
+    return entry
+
+
+def test_runs_alone_spin_and_shared_runs_sleep_with_the_same_outputs() -> None:
+    alone = [True]
+    entry = _entry("brain_tumor_mri", alone, runtime="onnxruntime")
+    runner = entry.runner
+    assert isinstance(runner, AloneAwareRunner) and runner.shared is entry.session
+    assert entry.card is not None and entry.input_name is not None
+    x = np.random.default_rng(0).random([1, *entry.card.input.shape[1:]], dtype=np.float32)
+    reference = entry.session.run(None, {entry.input_name: x})  # type: ignore[union-attr]
+    by_itself = runner.run(None, {entry.input_name: x})
+    alone[0] = False
+    with_others = runner.run(None, {entry.input_name: x})
+    assert runner.runs == {"alone": 1, "shared": 1}
+    for a, b, c in zip(reference, by_itself, with_others, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_one_session_when_off_without_the_limiter_or_on_openvino() -> None:
+    off = _entry("phantom_tumor_xray", [True], ort_spin_when_alone=False)
+    assert off.runner is off.session
+    batch_or_cli = _entry("phantom_tumor_xray", None)  # no limiter: batch workers, the CLI
+    assert batch_or_cli.runner is batch_or_cli.session
+    openvino = _entry("covid_ct", [True], runtime="openvino")
+    assert openvino.runtime == "openvino" and not isinstance(openvino.runner, AloneAwareRunner)
+
+
+def test_the_limiter_is_alone_with_exactly_one_admitted_inference() -> None:
+    limiter = InferenceLimiter(2, 4, 1, Metrics())
+
+    async def scenario() -> list[bool]:
+        seen = [limiter.alone()]
+        async with limiter.admit():
+            seen.append(limiter.alone())
+            async with limiter.admit():
+                seen.append(limiter.alone())
+            seen.append(await limiter.run_admitted(limiter.alone))  # from the worker thread
+        seen.append(limiter.alone())
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, False, True, False]
+
+
+def test_a_lone_upload_runs_on_the_spinning_session() -> None:
+    with TestClient(create_app(Settings(model_dir=MODELS))) as client:
+        sample = media.png8(media.blob_image(96, 96, max_value=255))
+        response = client.post(
+            "/segment/mri", content=sample.data, headers={"Content-Type": sample.content_type}
+        )
+        assert response.status_code == 200, response.text
+        runner = client.app.state.registry.get("brain_tumor_mri").runner  # type: ignore[attr-defined]
+        assert isinstance(runner, AloneAwareRunner)
+        assert runner.runs["alone"] == 1 and runner.runs["shared"] == 0
