@@ -434,7 +434,8 @@ def write_section(path: Path, section: str) -> None:
 
 
 class Server:
-    """``python -m app.cli serve`` on a free port, optionally pinned to ``cpus``."""
+    """``python -m app.cli serve`` on a free port, optionally pinned to ``cpus``; from ``tree``
+    (another checkout of the service, e.g. a ``git worktree``) instead of this one if given."""
 
     def __init__(
         self,
@@ -442,17 +443,20 @@ class Server:
         log: Path,
         cpus: set[int] | None,
         settings: dict[str, str] | None = None,
+        tree: Path | None = None,
     ) -> None:
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSERVE_")}
         env.update(settings or {})
         env["MEDSERVE_MODEL_DIR"] = str(model_dir)
+        if tree is not None:
+            env["PYTHONPATH"] = str(tree)
         cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port)]
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=tree or ROOT,
             env=env,
             stdout=self._log,
             stderr=self._log,

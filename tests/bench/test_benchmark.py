@@ -138,3 +138,17 @@ def test_hospital_benchmark_runs_small(tmp_path: Path) -> None:
         assert b["outcomes"] == {"served": 3} and b["lost"] == 0
         assert b["peak_rss_mb"] >= b["idle_rss_mb"] > 0
     assert "Hospital-sized inputs" in out.read_text() and "Memory under a burst" in out.read_text()
+
+
+def test_ab_compares_two_servers_side_by_side(tmp_path: Path) -> None:
+    """bench/ab.py at a tiny scale: one row at concurrency 1 and 2, a B/A figure for each."""
+    cmd = [sys.executable, str(ROOT / "bench" / "ab.py"), "--scale", "0.05", "--ct-slices", "8",
+           "--only", "phantom frame 1024x768 16-bit PNG", "-n", "2",
+           "--b-env", "MEDSERVE_ORT_SPIN_WHEN_ALONE=false"]  # fmt: skip
+    one = subprocess.run(cmd, check=True, cwd=ROOT, timeout=300, capture_output=True, text=True)
+    two = subprocess.run(
+        [*cmd, "-c", "2", "--rounds", "1"],
+        check=True, cwd=ROOT, timeout=300, capture_output=True, text=True,
+    )  # fmt: skip
+    assert one.stdout.count("B/A") == 1 and "phantom frame" in one.stdout
+    assert two.stdout.startswith("c=2 ") and "req/s" in two.stdout

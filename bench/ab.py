@@ -1,0 +1,160 @@
+"""A/B of two builds of the service on the hospital rows: two servers at once, requests
+alternating between them, so that both see the same machine (on shared cores the speed of a
+run drifts by more than most changes are worth; two runs one after the other cannot tell a 5 %
+change from noise).
+
+    git worktree add --detach /tmp/base HEAD~1          # the build to compare against
+    .venv/bin/python bench/ab.py --a /tmp/base --only MRI --only phantom
+    .venv/bin/python bench/ab.py --b-env MEDSERVE_ORT_SPIN_WHEN_ALONE=false   # a setting
+    .venv/bin/python bench/ab.py --a /tmp/base -c 2                            # requests/s
+
+``--a`` and ``--b`` are checkouts (default: this one); both run on this checkout's virtual
+environment and models. At concurrency 1 it prints the median latency of each and B/A; at
+``-c`` > 1, requests/s and the median latency over alternating blocks of 16 × c requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchmark import ENDPOINTS, Server  # noqa: E402
+from hospital import Row, build_rows, post_once  # noqa: E402
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"not KEY=VALUE: {pair}")
+        out[key] = value
+    return out
+
+
+def alternate(ports: dict[str, int], row: Row, n: int) -> dict[str, float]:
+    """Median ms per server, ``n`` uploads each, one at a time, alternating (ABBA order)."""
+    conns = {k: http.client.HTTPConnection("127.0.0.1", p, timeout=600) for k, p in ports.items()}
+    samples: dict[str, list[float]] = {k: [] for k in ports}
+    path = ENDPOINTS[row.model]
+    try:
+        for i in range(n + 2):  # two warm-up rounds
+            for k in sorted(ports, reverse=i % 2 == 1):
+                t = time.perf_counter()
+                post_once(conns[k], path, row.upload)
+                if i >= 2:
+                    samples[k].append((time.perf_counter() - t) * 1000)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _block(port: int, row: Row, requests: int, concurrency: int) -> tuple[float, float]:
+    """(requests/s, median ms) of ``requests`` uploads over ``concurrency`` connections."""
+    lock = threading.Lock()
+    left = [requests]
+    latencies: list[float] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        try:
+            while True:
+                with lock:
+                    if left[0] == 0:
+                        return
+                    left[0] -= 1
+                t = time.perf_counter()
+                post_once(conn, ENDPOINTS[row.model], row.upload)
+                with lock:
+                    latencies.append((time.perf_counter() - t) * 1000)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - start
+    if len(latencies) != requests:
+        raise RuntimeError("an upload failed")
+    return requests / wall, statistics.median(latencies)
+
+
+def throughput(
+    ports: dict[str, int], row: Row, concurrency: int, rounds: int
+) -> dict[str, tuple[float, float]]:
+    """Median (requests/s, ms) per server over ``rounds`` alternating blocks."""
+    per: dict[str, list[tuple[float, float]]] = {k: [] for k in ports}
+    for k in ports:
+        _block(ports[k], row, 4 * concurrency, concurrency)  # warm-up
+    for i in range(rounds):
+        for k in sorted(ports, reverse=i % 2 == 1):
+            per[k].append(_block(ports[k], row, 16 * concurrency, concurrency))
+    return {
+        k: (statistics.median(r for r, _ in v), statistics.median(ms for _, ms in v))
+        for k, v in per.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", type=Path, default=ROOT, help="checkout A (default: this one)")
+    parser.add_argument("--b", type=Path, default=ROOT, help="checkout B (default: this one)")
+    parser.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--only", action="append", help="rows whose name contains this")
+    parser.add_argument("-n", type=int, default=40, help="uploads per server and row (c=1)")
+    parser.add_argument("-c", type=int, default=1, help="concurrency (> 1: requests/s)")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating blocks (c > 1)")
+    parser.add_argument("--scale", type=float, default=1.0, help="film side scale (quick runs)")
+    parser.add_argument("--ct-slices", type=int, default=300)
+    args = parser.parse_args(argv)
+    rows = [
+        r
+        for r in build_rows(args.scale, args.ct_slices)
+        if not args.only or any(o in r.name for o in args.only)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {}
+        try:
+            for key, tree, env in (("A", args.a, args.a_env), ("B", args.b, args.b_env)):
+                log = Path(tmp) / f"{key}.log"
+                servers[key] = Server(ROOT / "models", log, None, _settings(env), tree.resolve())
+            ports = {k: s.port for k, s in servers.items()}
+            for row in rows:
+                if args.c == 1:
+                    ms = alternate(ports, row, args.n)
+                    print(
+                        f"{row.name:46s} A {ms['A']:8.2f} ms  B {ms['B']:8.2f} ms  "
+                        f"B/A {ms['B'] / ms['A']:.3f}",
+                        flush=True,
+                    )
+                else:
+                    t = throughput(ports, row, args.c, args.rounds)
+                    (ra, la), (rb, lb) = t["A"], t["B"]
+                    print(
+                        f"c={args.c} {row.name:42s} req/s A {ra:6.1f} B {rb:6.1f} "
+                        f"B/A {rb / ra:.3f} | p50 A {la:7.1f} B {lb:7.1f} ms",
+                        flush=True,
+                    )
+        finally:
+            for server in servers.values():
+                server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
