@@ -20,7 +20,6 @@ import http.client
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchmark import ENDPOINTS, Server  # noqa: E402
+from benchmark import ENDPOINTS, Server, load  # noqa: E402
 from hospital import Row, build_rows, post_once  # noqa: E402
 
 
@@ -62,35 +61,10 @@ def alternate(ports: dict[str, int], row: Row, n: int) -> dict[str, float]:
 
 def _block(port: int, row: Row, requests: int, concurrency: int) -> tuple[float, float]:
     """(requests/s, median ms) of ``requests`` uploads over ``concurrency`` connections."""
-    lock = threading.Lock()
-    left = [requests]
-    latencies: list[float] = []
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        try:
-            while True:
-                with lock:
-                    if left[0] == 0:
-                        return
-                    left[0] -= 1
-                t = time.perf_counter()
-                post_once(conn, ENDPOINTS[row.model], row.upload)
-                with lock:
-                    latencies.append((time.perf_counter() - t) * 1000)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - start
-    if len(latencies) != requests:
-        raise RuntimeError("an upload failed")
-    return requests / wall, statistics.median(latencies)
+    out = load(port, [(ENDPOINTS[row.model], row.upload)] * requests, concurrency, None)
+    if out["statuses"] != {"200": requests}:
+        raise RuntimeError(f"not every upload answered 200: {out['statuses']}")
+    return out["throughput_rps"], out["latency_ms"]["p50"]
 
 
 def throughput(
