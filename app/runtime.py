@@ -102,7 +102,8 @@ class AloneAwareRunner:
     """Two onnxruntime sessions of one graph: ``alone`` (spinning threads) when ``alone_now()``
     says this inference is the only one in flight, else ``shared`` (threads that sleep between
     runs and sections). Both run the same graph with the same threads and optimisation, so the
-    outputs are the same; ``runs`` counts which one ran."""
+    outputs are the same; ``runs`` counts which one ran (for tests and diagnosis: not locked,
+    so concurrent runs may miss a count)."""
 
     def __init__(self, shared: Runner, alone: Runner, alone_now: Callable[[], bool]) -> None:
         self.shared = shared
