@@ -26,7 +26,6 @@ from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
 from app.imaging.ood import OodStats
 from app.imaging.ood import score as ood_score
 from app.runtime import (
-    ALONE_SESSION_CONFIG,
     AloneAwareRunner,
     Runner,
     Runtime,
@@ -145,12 +144,12 @@ def session_options(settings: Settings, alone: bool = False) -> ort.SessionOptio
     opts.inter_op_num_threads = settings.ort_inter_op_threads
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Decoding shares the cores with inference: threads must not spin between runs.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Decoding shares the cores with inference: threads must not spin between runs. A run
+    # alone may spin while it runs, and stops when it returns.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if alone else "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if alone:
-        for key, value in ALONE_SESSION_CONFIG.items():
-            opts.add_session_config_entry(key, value)
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
     return opts
 

@@ -86,18 +86,12 @@ class OpenVinoRunner:
 
 # onnxruntime's intra-op threads, when a run is the only inference in flight, spin between the
 # graph's parallel sections instead of sleeping on a futex, and stop when the run returns
-# ("session.force_spinning_stop"): measured on 2 cores, one request at a time (bench/hospital.py
-# rows, two servers side by side, requests alternating), the brain MRI slice 12.6 -> 12.2 ms and
-# 15.7 -> 14.9 ms, the phantom frame 13.6 -> 12.9 ms and 17.7 -> 16.4 ms, the films unchanged
-# (their model runs for 1 ms). With a second request in flight the spinning threads take the
-# core its decoding needs (the same sessions spinning always: 12-21 % fewer requests/s at
-# concurrency 2), so then the sleeping session runs.
-ALONE_SESSION_CONFIG = {
-    "session.intra_op.allow_spinning": "1",
-    "session.force_spinning_stop": "1",
-}
-
-
+# (``registry.session_options(alone=True)``). Measured on 2 cores with bench/ab.py (two servers
+# side by side, requests alternating, one at a time), twin against one sleeping session: MRI
+# slice 14.3 -> 13.2 ms and 15.7 -> 14.9 ms, phantom DICOM frame 15.5 -> 14.6 ms and 17.7 ->
+# 16.4 ms, phantom PNG 0.98x, the films unchanged (their model runs for 1 ms); requests/s at
+# concurrency 2 0.97-1.03x. The same sessions spinning always gave 12-21 % fewer requests/s at
+# concurrency 2: the spinning threads take the core the other request decodes on.
 class AloneAwareRunner:
     """Two onnxruntime sessions of one graph: ``alone`` (spinning threads) when ``alone_now()``
     says this inference is the only one in flight, else ``shared`` (threads that sleep between

@@ -14,7 +14,7 @@ from app.config import Settings
 from app.limiter import InferenceLimiter
 from app.main import create_app
 from app.metrics import Metrics
-from app.registry import ModelEntry, load_entry
+from app.registry import ModelEntry, load_entry, session_options
 from app.runtime import AloneAwareRunner
 from tests.integration import media
 
@@ -45,6 +45,18 @@ def test_runs_alone_spin_and_shared_runs_sleep_with_the_same_outputs() -> None:
     for a, b, c in zip(reference, by_itself, with_others, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+def test_the_twin_spins_during_runs_only_and_the_shared_session_never() -> None:
+    def entry(opts: object, key: str) -> str:
+        return str(opts.get_session_config_entry(key))  # type: ignore[attr-defined]
+
+    shared, alone = session_options(Settings()), session_options(Settings(), alone=True)
+    assert entry(shared, "session.intra_op.allow_spinning") == "0"
+    assert entry(alone, "session.intra_op.allow_spinning") == "1"
+    assert entry(alone, "session.force_spinning_stop") == "1"
+    assert entry(shared, "session.inter_op.allow_spinning") == "0"
+    assert entry(alone, "session.inter_op.allow_spinning") == "0"
 
 
 def test_one_session_when_off_without_the_limiter_or_on_openvino() -> None:
