@@ -306,7 +306,7 @@ def _add_alone_session(
         )  # fmt: skip
         diff, problem = max_difference(entry.session.run(None, feeds), alone.run(None, feeds))
     except Exception as exc:  # onnxruntime raises several types
-        diff, problem = float("inf"), f"it could not run ({type(exc).__name__})"
+        diff, problem = float("inf"), f"it could not load or run ({type(exc).__name__})"
     if problem is None and diff > 0:
         problem = f"its outputs differ by {diff:.2g}"
     if problem is not None:

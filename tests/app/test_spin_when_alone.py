@@ -5,11 +5,15 @@ otherwise; both give the same outputs, and the twin is only built where the serv
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import pytest
 from fastapi.testclient import TestClient
 
+from app import registry
 from app.config import Settings
 from app.limiter import InferenceLimiter
 from app.main import create_app
@@ -66,6 +70,28 @@ def test_one_session_when_off_without_the_limiter_or_on_openvino() -> None:
     assert batch_or_cli.runner is batch_or_cli.session
     openvino = _entry("covid_ct", [True], runtime="openvino")
     assert openvino.runtime == "openvino" and not isinstance(openvino.runner, AloneAwareRunner)
+
+
+def test_a_twin_that_cannot_load_leaves_the_one_session_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """onnxruntime refusing the twin's options (an affinity string it cannot read) keeps the
+    model ready on its one session, with a warning that names the model and the error type."""
+    plain = registry.session_options
+
+    def refused_twin(settings: Settings, alone: bool = False) -> ort.SessionOptions:
+        opts = plain(settings, alone)
+        if alone:
+            opts.add_session_config_entry("session.intra_op_thread_affinities", "not-a-cpu")
+        return opts
+
+    monkeypatch.setattr(registry, "session_options", refused_twin)
+    with caplog.at_level(logging.WARNING, logger="medserve.registry"):
+        entry = _entry("brain_tumor_mri", [True], runtime="onnxruntime")
+    assert entry.ready and entry.runner is entry.session
+    warned = [r for r in caplog.records if r.getMessage() == "no spinning session"]
+    assert len(warned) == 1 and getattr(warned[0], "model", None) == "brain_tumor_mri"
+    assert "RuntimeError" in str(getattr(warned[0], "reason", ""))
 
 
 def test_the_limiter_is_alone_with_exactly_one_admitted_inference() -> None:
