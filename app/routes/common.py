@@ -6,13 +6,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from fastapi import Query
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -35,8 +33,6 @@ from app.schemas import (
     WarningOut,
 )
 from app.upload import read_upload
-
-log = logging.getLogger("medserve.audit")
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -316,10 +312,10 @@ def result_summary(result: Inferred) -> dict[str, Any]:
     return summary
 
 
-async def _audit(
+def _audit(
     request: Request, services: Services, entry: ModelEntry, status: str, result: Any
 ) -> None:
-    await audit_request(
+    audit_request(
         request,
         services,
         entry,
@@ -333,9 +329,10 @@ AuditWrite = Callable[[str, str | None, dict[str, Any] | None], None]
 
 
 def audit_writer(request: Request, services: Services, entry: ModelEntry) -> AuditWrite:
-    """The audit row of one HTTP inference (upload or V2) as a blocking call ``(status,
-    upload_sha256, summary)``, bound to its request, for a worker thread; a failed write is
-    logged, and the answer is not withheld for it."""
+    """The audit row of one HTTP inference (upload or V2) as a call ``(status, upload_sha256,
+    summary)`` bound to its request, from any thread: the row is queued and committed behind
+    the answer (``app.store.behind``); a failed write is logged, and the answer is not withheld
+    for it."""
     state = request.scope.get("state", {})
     endpoint, request_id, key_name = (
         request.url.path,
@@ -344,25 +341,22 @@ def audit_writer(request: Request, services: Services, entry: ModelEntry) -> Aud
     )
 
     def write(status: str, upload_sha256: str | None, summary: dict[str, Any] | None) -> None:
-        try:
-            services.store.audit(
-                endpoint=endpoint,
-                model_name=entry.name,
-                model_version=entry.version,
-                model_sha256=entry.sha256,
-                request_id=request_id,
-                key_name=key_name,
-                upload_sha256=upload_sha256,
-                summary=summary,
-                status=status,
-            )
-        except Exception as exc:  # the answer is not withheld for a failed audit write
-            log.error("audit write failed", extra={"event": "audit", "error": type(exc).__name__})
+        services.store.audit_later(
+            endpoint=endpoint,
+            model_name=entry.name,
+            model_version=entry.version,
+            model_sha256=entry.sha256,
+            request_id=request_id,
+            key_name=key_name,
+            upload_sha256=upload_sha256,
+            summary=summary,
+            status=status,
+        )
 
     return write
 
 
-async def audit_request(
+def audit_request(
     request: Request,
     services: Services,
     entry: ModelEntry,
@@ -370,8 +364,8 @@ async def audit_request(
     upload_sha256: str | None,
     summary: dict[str, Any] | None,
 ) -> None:
-    """The audit row of one HTTP inference, written in the thread pool (see ``audit_writer``)."""
-    await run_in_threadpool(audit_writer(request, services, entry), status, upload_sha256, summary)
+    """Queue the audit row of one HTTP inference (see ``audit_writer``)."""
+    audit_writer(request, services, entry)(status, upload_sha256, summary)
 
 
 async def drain(request: Request) -> None:
@@ -394,10 +388,9 @@ async def infer(
 ) -> R:
     """One upload: admitted by the limiter (a place in the queue and memory for its body)
     before a byte is read, read, then ``run(parts, limits)`` in the thread pool with the
-    request's memory ticket in ``limits``; its audit row (``ok`` or the error code). The ``ok``
-    row is written in the same worker thread right after ``run``: a second trip through the
-    pool cost more than the write itself (1.4-1.9 ms against 0.2 ms on a loaded 2-core
-    machine, where every hand-over between threads waits to be scheduled)."""
+    request's memory ticket in ``limits``; its audit row (``ok`` or the error code), queued
+    (the ``ok`` row from the worker thread right after ``run``) and committed behind the
+    answer."""
     limiter, settings = services.limiter, services.settings
     body_read = False
     write_audit = audit_writer(request, services, entry)
@@ -416,5 +409,5 @@ async def infer(
     except MedserveError as exc:
         if isinstance(exc, Overloaded) and not body_read:
             await drain(request)  # so that the client, still sending, reads its 503
-        await _audit(request, services, entry, exc.code, None)
+        _audit(request, services, entry, exc.code, None)
         raise

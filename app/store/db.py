@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from alembic import command
 from alembic.config import Config
@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.store.behind import AuditBehind
 from app.store.tables import AuditRow, Job, Meta
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -111,6 +112,37 @@ def models_key(models: Sequence[dict[str, Any]]) -> str:
 _AUDIT_INSERT = insert(AuditRow)
 
 
+class AuditFields(TypedDict, total=False):
+    """What an audit row is given (UIDs are stored only as their salted hashes)."""
+
+    endpoint: Required[str]
+    model_name: Required[str]
+    status: Required[str]
+    model_version: str | None
+    model_sha256: str | None
+    request_id: str | None
+    job_id: str | None
+    key_name: str | None
+    upload_sha256: str | None
+    study_uid: str | None
+    series_uid: str | None
+    summary: dict[str, Any] | None
+
+
+_AUDIT_COLUMNS = (
+    "request_id",
+    "job_id",
+    "key_name",
+    "endpoint",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "upload_sha256",
+    "summary",
+    "status",
+)
+
+
 class Store:
     """Jobs and audit rows in one database."""
 
@@ -126,6 +158,7 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._create_lock = threading.Lock()  # SQLite: one process, serialise job creation
         self._salt: bytes | None = None
+        self._behind = AuditBehind(self.write_audit_rows)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -144,6 +177,8 @@ class Store:
         self._salt = bytes.fromhex(salt)
 
     def close(self) -> None:
+        """Write the queued audit rows, then close the connections."""
+        self._behind.close()
         self.engine.dispose()
 
     @contextmanager
@@ -352,42 +387,32 @@ class Store:
 
     # ----------------------------------------------------------------------------- audit
 
-    def audit(
-        self,
-        *,
-        endpoint: str,
-        model_name: str,
-        status: str,
-        model_version: str | None = None,
-        model_sha256: str | None = None,
-        request_id: str | None = None,
-        job_id: str | None = None,
-        key_name: str | None = None,
-        upload_sha256: str | None = None,
-        study_uid: str | None = None,
-        series_uid: str | None = None,
-        summary: dict[str, Any] | None = None,
-    ) -> None:
-        # one Core INSERT, no ORM unit of work: measured in the service 0.9 -> 0.4 ms per row
-        row = {
-            "time": utcnow(),
-            "request_id": request_id,
-            "job_id": job_id,
-            "key_name": key_name,
-            "endpoint": endpoint,
-            "model_name": model_name,
-            "model_version": model_version,
-            "model_sha256": model_sha256,
-            "upload_sha256": upload_sha256,
-            "study_hash": self.uid_hash(study_uid),
-            "series_hash": self.uid_hash(series_uid),
-            "summary": summary,
-            "status": status,
-        }
+    def _audit_row(self, fields: AuditFields) -> dict[str, Any]:
+        row: dict[str, Any] = {"time": utcnow()}
+        for name in _AUDIT_COLUMNS:
+            row[name] = fields.get(name)
+        row["study_hash"] = self.uid_hash(fields.get("study_uid"))
+        row["series_hash"] = self.uid_hash(fields.get("series_uid"))
+        return row
+
+    def write_audit_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Insert rows in one transaction: one Core INSERT (executemany), no ORM unit of work
+        (measured in the service 0.9 -> 0.4 ms per row against the ORM)."""
         with self.engine.begin() as conn:
-            conn.execute(_AUDIT_INSERT, row)
+            conn.execute(_AUDIT_INSERT, rows)
+
+    def audit(self, **fields: Unpack[AuditFields]) -> None:
+        """One audit row, committed before this returns (a job's rows: the job waits for them)."""
+        self.write_audit_rows([self._audit_row(fields)])
+
+    def audit_later(self, **fields: Unpack[AuditFields]) -> None:
+        """One audit row, committed by the writer thread behind the answer (``app.store.behind``);
+        never blocks."""
+        self._behind.put(self._audit_row(fields))
 
     def audit_rows(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` rows, the ones still queued in this process included."""
+        self._behind.flush()
         with self._session() as s:
             rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
             return [
@@ -413,6 +438,7 @@ class Store:
             ]
 
     def count_audit(self) -> int:
+        self._behind.flush()
         with self._session() as s:
             return int(s.scalar(select(func.count()).select_from(AuditRow)) or 0)
 

@@ -239,11 +239,11 @@ def _audit_summary(result: V2Result | None) -> dict[str, Any] | None:
     return summary
 
 
-async def _audit(
+def _audit(
     request: Request, services: Services, entry: ModelEntry, status: str, result: V2Result | None
 ) -> None:
     upload = result.input_sha256 if result is not None else None
-    await audit_request(request, services, entry, status, upload, _audit_summary(result))
+    audit_request(request, services, entry, status, upload, _audit_summary(result))
 
 
 async def _infer(request: Request, services: Services, name: str, version: str | None) -> Response:
@@ -282,7 +282,7 @@ async def _infer(request: Request, services: Services, name: str, version: str |
     except MedserveError as exc:
         if isinstance(exc, Overloaded) and not body_read:
             await drain(request)
-        await _audit(request, services, entry, exc.code, None)
+        _audit(request, services, entry, exc.code, None)
         raise
     out_headers = {}
     if result.content_encoding:

@@ -149,14 +149,14 @@ def test_key_names_and_lengths_are_validated() -> None:
 def test_a_failed_audit_write_is_logged_and_the_answer_still_given(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The ok row is written in the inference's worker thread (uploads and V2): a database
-    that refuses it costs the answer nothing, and the failure is logged without its values."""
+    """The ok rows (uploads and V2) are committed behind the answer: a database that refuses
+    them costs the answer nothing, and the failure is logged without its values."""
     store = client.app.state.store  # type: ignore[attr-defined]
 
-    def refuse(**_: object) -> None:
+    def refuse(rows: object) -> None:
         raise RuntimeError("database is gone")
 
-    monkeypatch.setattr(store, "audit", refuse)
+    monkeypatch.setattr(store._behind, "_write_many", refuse)
     caplog.set_level("ERROR", logger="medserve.audit")
     source = pydicom_file("CT_small.dcm")
     assert client.post("/classify/xray", content=source, headers=_h(KEY)).status_code == 200
@@ -172,7 +172,8 @@ def test_a_failed_audit_write_is_logged_and_the_answer_still_given(
         client.post("/v2/models/pneumonia_xray/infer", json=body, headers=_h(KEY)).status_code
         == 200
     )
+    store._behind.flush()
     failures = [r for r in caplog.records if r.getMessage() == "audit write failed"]
-    assert len(failures) == 2
+    assert sum(getattr(r, "rows", 0) for r in failures) == 2
     assert all(getattr(r, "error", None) == "RuntimeError" for r in failures)
     assert "database is gone" not in caplog.text

@@ -212,3 +212,24 @@ def test_audit_rows_hash_uids_with_a_salt(url: str) -> None:
     assert store.count_audit() == 1
     store.close()
     other.close()
+
+
+def test_rows_written_behind_the_answer_are_read_in_order_and_drained_at_close(
+    url: str,
+) -> None:
+    """``audit_later`` (the HTTP inferences' rows) returns at once; the writer thread commits
+    the rows in order; a reader in this process sees every row queued before it asked; close
+    writes what is still queued, and a row after close is refused and logged."""
+    store = _store(url)
+    for i in range(300):  # more than one batch
+        store.audit_later(
+            endpoint="/segment/mri", model_name="brain_tumor_mri", request_id=f"r{i}", status="ok"
+        )
+    rows = store.audit_rows(1000)
+    assert [r["request_id"] for r in rows] == [f"r{i}" for i in reversed(range(300))]
+    for i in range(5):
+        store.audit_later(endpoint="/segment/mri", model_name="m", request_id=f"s{i}", status="ok")
+    store.close()
+    reopened = _store(url)
+    assert reopened.count_audit() == 305
+    reopened.close()

@@ -1,0 +1,88 @@
+"""Audit rows written behind the answer: one writer thread per process, rows in batches.
+
+An upload's ``ok`` row used to be committed in the inference's worker thread before the answer
+went out: 0.5 ms of a 12 ms MRI request on a 2-core machine (issue #18). Queued here, the row
+is committed while the answer is being sent. What that gives up: a process killed in that
+millisecond loses the row (never the answer); a reader in another process may not see a row for
+that long. Readers in this process wait for the queue (``flush``), shutdown drains it, a full
+queue (the database stalled) drops the row with the same error log as a failed write.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("medserve.audit")
+
+Row = dict[str, Any]
+_STOP: Row = {}  # the sentinel close() queues (a row always has its columns)
+_BATCH = 256  # rows per INSERT at most (a backlog after a stall is written in a few)
+
+
+class AuditBehind:
+    """Rows queued by ``put`` and written by ``write_many(rows)`` in one thread, in order."""
+
+    def __init__(self, write_many: Callable[[list[Row]], None], capacity: int = 10_000) -> None:
+        self._write_many = write_many
+        self._queue: queue.Queue[Row] = queue.Queue(capacity)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def put(self, row: Row) -> None:
+        """Queue one row (never blocks); refused after ``close``, or when the queue is full."""
+        with self._lock:
+            if self._closed:
+                reason = "Closed"
+            else:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="medserve-audit", daemon=True
+                    )
+                    self._thread.start()
+                try:
+                    self._queue.put_nowait(row)
+                    return
+                except queue.Full:
+                    reason = "QueueFull"
+        log.error("audit write failed", extra={"event": "audit", "error": reason, "rows": 1})
+
+    def flush(self) -> None:
+        """Wait until every row queued so far is written (or its failure logged)."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread; later rows are refused (logged)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [r for r in batch if r is not _STOP]
+            try:
+                if rows:
+                    self._write_many(rows)
+            except Exception as exc:  # logged, never raised: the answers went out already
+                log.error(
+                    "audit write failed",
+                    extra={"event": "audit", "error": type(exc).__name__, "rows": len(rows)},
+                )
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if len(rows) < len(batch):
+                return
