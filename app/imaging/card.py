@@ -44,13 +44,21 @@ class Intensity(_Strict):
         return self
 
 
+Order = Literal["window_then_resize", "resize_then_window"]
+
+
 class Preprocessing(_Strict):
     """Decode → tensor, fully described.
 
     ``size`` is ``[H, W]`` for 2D and ``[D, H, W]`` for volumes. ``channel_index`` picks one
     channel of a multi-channel image (e.g. FLAIR of a pre/FLAIR/post TIFF); otherwise colour
     inputs are converted to luminance. ``channels`` is how many the model takes (a gray image is
-    repeated to 3 for an RGB-trained network).
+    repeated to 3 for an RGB-trained network). ``order`` (2D): whether the intensity window is
+    found and applied on the image as decoded, then resized (``window_then_resize``, what a
+    card without the field means), or on the image resized to ``size``
+    (``resize_then_window``: the percentiles of the small image; cheaper on a large 16-bit
+    frame). The two give different tensors, so the order is part of what a model was trained
+    with.
     """
 
     kind: Literal["image2d", "volume3d"]
@@ -64,12 +72,15 @@ class Preprocessing(_Strict):
     expected_bits: int | None = Field(
         None, description="Bit depth the model was trained on (warn on others)"
     )
+    order: Order = "window_then_resize"
 
     @model_validator(mode="after")
     def _size(self) -> Preprocessing:
         want = 2 if self.kind == "image2d" else 3
         if len(self.size) != want or any(s <= 0 for s in self.size):
             raise ValueError(f"{self.kind} needs {want} positive sizes")
+        if self.kind == "volume3d" and self.order != "window_then_resize":
+            raise ValueError("order resize_then_window is for 2D images")
         return self
 
 

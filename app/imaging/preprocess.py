@@ -318,8 +318,12 @@ def preprocess_image(image: Image2D, prep: Preprocessing, layout: str) -> np.nda
     # ranked from a histogram, windowed straight from the samples (no float32 copy).
     stored = image.stored if image.stored is not None and image.stored.ndim == 2 else None
     plane = stored if stored is not None else select_channel(image.pixels, prep.channel_index)
-    low, high = intensity_bounds(plane, prep.intensity)
     size = (prep.size[0], prep.size[1])
+    if prep.order == "resize_then_window":
+        small = resize2d(plane, size, prep.resize)
+        low, high = intensity_bounds(small, prep.intensity)
+        return _to_layout(apply_window(small, low, high), layout, prep.channels)
+    low, high = intensity_bounds(plane, prep.intensity)
     if _fold_rows(plane.shape, size, prep.resize):
         resized = window_resize(plane, low, high, size, prep.resize)
     else:

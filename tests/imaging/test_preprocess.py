@@ -267,3 +267,48 @@ def test_a_gray_films_float_pixels_are_made_only_when_read() -> None:
     assert image._pixels is None and image.shape == (1200, 1000)
     np.testing.assert_array_equal(image.pixels, array.astype(np.float32))
     np.testing.assert_allclose(preprocess_image(_general(image), prep, "NHWC"), tensor, atol=1e-6)
+
+
+@pytest.mark.parametrize(("shape", "resize"), [((768, 1024), "area"), ((301, 257), "bilinear")])
+@pytest.mark.parametrize("stored", [True, False])
+def test_resize_then_window_windows_the_reduced_image(
+    shape: tuple[int, int], resize: str, stored: bool
+) -> None:
+    """``order: resize_then_window``: the image reduced to the model's size, then the
+    percentile window of the reduced image (what the card says, as numpy and Pillow do it);
+    it differs from the default order, which a card without the field keeps."""
+    rng = np.random.default_rng(18)
+    samples = (rng.random(shape) ** 2 * 60000).astype(np.uint16)
+    image = (
+        Image2D(None, None, Meta(format="png"), stored=samples)
+        if stored
+        else Image2D(samples.astype(np.float32), None, Meta(format="png"))
+    )
+    fields = {
+        "kind": "image2d",
+        "size": (192, 256),
+        "channels": 1,
+        "intensity": Intensity(method="percentile", low=0.5, high=99.5),
+        "resize": resize,
+    }
+    later = Preprocessing(**fields, order="resize_then_window")  # type: ignore[arg-type]
+    got = preprocess_image(image, later, "NHWC")[0, :, :, 0]
+    pil = Image.Resampling.BOX if resize == "area" else Image.Resampling.BILINEAR
+    small = np.asarray(Image.fromarray(samples.astype(np.float32)).resize((256, 192), pil))
+    low, high = np.percentile(small, [0.5, 99.5])
+    want = np.clip((small - low) / (high - low), 0, 1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    default = Preprocessing(**fields)  # type: ignore[arg-type]
+    assert default.order == "window_then_resize"
+    first = preprocess_image(image, default, "NHWC")[0, :, :, 0]
+    assert np.abs(first - got).max() > 1e-3  # the order is part of what a model learnt
+
+
+def test_the_order_is_a_2d_field() -> None:
+    with pytest.raises(ValueError, match="2D"):
+        Preprocessing(
+            kind="volume3d",
+            size=(8, 16, 16),
+            intensity=Intensity(method="window", low=-1000, high=400),
+            order="resize_then_window",
+        )

@@ -71,6 +71,12 @@ def test_preprocessing_choices_validate() -> None:
     assert (w.intensity.method, w.intensity.low, w.intensity.high) == ("window", 0.0, 65535.0)
     with pytest.raises(ValueError):
         phantom_preprocessing((192, 256), "minmax")
+    assert p.order == "window_then_resize"
+    assert phantom_preprocessing((192, 256), "percentile", "resize_then_window").order == (
+        "resize_then_window"
+    )
+    with pytest.raises(ValueError):
+        phantom_preprocessing((192, 256), "percentile", "sideways")
 
 
 def _disc(shape: tuple[int, int], cx: float, cy: float, r: float) -> np.ndarray:

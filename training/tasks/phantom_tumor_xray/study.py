@@ -39,6 +39,7 @@ def normalisation_study(
     run_dir: Path,
     val_fraction: float = 0.2,
     seed: int = 0,
+    order: str = "window_then_resize",
 ) -> dict[str, Any]:
     """Train the same network once per normalisation on the same train/val split (by sequence)
     and report validation Dice and centroid error at the Dice-best pixel threshold (Keras model,
@@ -53,11 +54,12 @@ def normalisation_study(
         "data": str(data_dir),
         "split_sizes": {"train": len(train_items), "val": len(val_items)},
         "input_size": [int(input_size[0]), int(input_size[1])],
+        "order": order,
         "config": config.as_dict(),
         "results": {},
     }
     for norm in progress(NORMALISATIONS, "study phantom_tumor_xray", unit="normalisation"):
-        prep = phantom_preprocessing(input_size, norm)
+        prep = phantom_preprocessing(input_size, norm, order)
         train, val = load_split(train_items, prep), load_split(val_items, prep)
         shape = (prep.size[0], prep.size[1], 1)
         result = train_segmenter(partial(build_fn, shape), train, val, config, Path(run_dir) / norm)

@@ -23,6 +23,7 @@ from training.tasks.phantom_tumor_xray.card import (
     CONFORMANCE,
     DEFAULT_INPUT_SIZE,
     NORMALISATIONS,
+    ORDERS,
     PHANTOM_CARD,
     phantom_preprocessing,
 )
@@ -56,6 +57,10 @@ class TrainOptions:
         "percentile", "per-frame 0.5-99.5 percentile window or the fixed 0..65535 window",
         choices=NORMALISATIONS,
     )  # fmt: skip
+    order: str = opt(
+        "window_then_resize", "window on the full frame then reduce, or reduce then window",
+        choices=ORDERS,
+    )  # fmt: skip
     base_filters: int = opt(16, "ResNet filters of the first stage")
     stages: int = opt(4, "ResNet stages (down-samplings after the stem)")
     blocks_per_stage: int = opt(2, "residual blocks per stage")
@@ -80,6 +85,10 @@ class StudyOptions:
     input_size: tuple[int, int] = opt(
         DEFAULT_INPUT_SIZE, "model input rows, columns (multiples of 32)", metavar=("H", "W")
     )
+    order: str = opt(
+        "window_then_resize", "window on the full frame then reduce, or reduce then window",
+        choices=ORDERS,
+    )  # fmt: skip
     base_filters: int = opt(16, "ResNet filters of the first stage")
     epochs: int = opt(12, "epochs per normalisation (no early stop)")
     batch_size: int = opt(8, "batch size")
@@ -154,8 +163,9 @@ def recorded(o: TrainOptions) -> dict[str, Any]:
             "synthetic": o.synthetic,
             "val_fraction": o.val_fraction,
             "normalisation": o.normalisation,
+            "order": o.order,
         },
-        "preprocessing": phantom_preprocessing(o.input_size, o.normalisation).model_dump(),
+        "preprocessing": phantom_preprocessing(o.input_size, o.normalisation, o.order).model_dump(),
     }
 
 
@@ -169,7 +179,7 @@ def train(req: TrainRequest, o: TrainOptions) -> Path:
     from training.tasks.phantom_tumor_xray.tracking import tracking_hook
 
     config = _train_config(o)
-    prep = phantom_preprocessing(o.input_size, o.normalisation)
+    prep = phantom_preprocessing(o.input_size, o.normalisation, o.order)
     splits = load(req.data, prep, val_fraction=o.val_fraction, seed=o.seed, test_root=req.test_data)
     log.info("phantom splits %s", splits.sizes)
     shape = (prep.size[0], prep.size[1], 1)
@@ -246,6 +256,7 @@ def study(data: Path, out: Path, o: StudyOptions) -> dict[str, Any]:
         run_dir=Path(o.run_dir),
         val_fraction=o.val_fraction,
         seed=o.seed,
+        order=o.order,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
