@@ -115,13 +115,62 @@ def _check_version(version: int) -> None:
         raise ValueError(f"OOD statistics version {version} is not known (known: {known})")
 
 
+_RANKED_MIN_VALUES = 4096  # below this np.quantile's partition is as quick
+
+
+def quantiles(a: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """``np.quantile(a, qs)`` (its default linear method), the same float64 values, for any
+    ``a``. An input of float32 numbers that are all >= 0 (a windowed tensor) is ranked by the
+    upper 16 bits of its float32 bit patterns, which order such numbers as their values do:
+    one count of 65,536 buckets, then only the buckets that hold a wanted rank are sorted (on a
+    192 x 256 input about 3x faster than the partition np.quantile does, which slows down on the
+    ties that clipping makes). The interpolation is numpy's own formula, so the values are the
+    same to the bit; anything else (NaN, negative values, float64 values) goes to np.quantile."""
+    flat = np.asarray(a, dtype=np.float64).ravel()
+    n = flat.size
+    if n < _RANKED_MIN_VALUES:
+        return np.asarray(np.quantile(flat, qs))
+    single = flat.astype(np.float32)
+    if not single.min() >= 0 or not np.array_equal(single, flat):  # NaN fails ">= 0" too
+        return np.asarray(np.quantile(flat, qs))
+    # numpy's "linear" method: virtual index (n - 1) q, its floor and the next index, the last
+    # value beyond the end (no q here is below 0)
+    virtual = (n - 1) * np.asarray(qs, dtype=np.float64)
+    previous = np.floor(virtual)
+    following = previous + 1
+    beyond = virtual >= n - 1
+    previous[beyond] = -1
+    following[beyond] = -1
+    gamma = virtual - previous
+    low, high = previous.astype(np.intp) % n, following.astype(np.intp) % n
+    wanted = np.unique(np.concatenate([low, high]))
+    upper = single.view(np.uint32) >> 16
+    counts = np.bincount(upper)
+    ends = np.cumsum(counts)
+    bucket = np.searchsorted(ends, wanted, side="right")  # the bucket holding each rank
+    chosen = np.unique(bucket)
+    take = np.zeros(counts.size, dtype=bool)
+    take[chosen] = True
+    ranked = np.sort(single[take[upper]])  # the chosen buckets' values, in order
+    before = np.cumsum(counts[chosen]) - counts[chosen]  # their values ahead in ``ranked``
+    at = before[np.searchsorted(chosen, bucket)] + wanted - (ends[bucket] - counts[bucket])
+    value = dict(zip(wanted.tolist(), ranked[at].astype(np.float64).tolist(), strict=True))
+    below = np.asarray([value[k] for k in low.tolist()])
+    above = np.asarray([value[k] for k in high.tolist()])
+    # numpy's _lerp: from the lower value, or from the upper one when gamma >= 0.5
+    step = above - below
+    out: np.ndarray = below + step * gamma
+    np.subtract(above, step * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
+
+
 def _levels(a: np.ndarray, diffs: list[np.ndarray | None]) -> list[float]:
     """Version 2's intensity levels: the quantiles, then per axis the share of neighbouring
     values that are equal (flat runs: clipping, posterisation, a constant background);
     ``diffs`` the differences along each axis (None for an axis of one value)."""
-    quantiles = np.quantile(a, QUANTILES)
+    levels = quantiles(a, QUANTILES)
     flat = [float(np.mean(d == 0)) if d is not None else 1.0 for d in diffs]
-    return [*(float(q) for q in quantiles), *flat]
+    return [*(float(q) for q in levels), *flat]
 
 
 def input_statistics(

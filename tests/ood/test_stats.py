@@ -20,6 +20,7 @@ from app.imaging.ood import (
     OodStats,
     input_statistics,
     joint_vector,
+    quantiles,
     score,
     scores,
 )
@@ -291,3 +292,36 @@ def test_registry_refuses_statistics_of_another_or_an_unknown_version(tmp_path: 
     assert not entry.ready and entry.reason is not None
     assert entry.reason.startswith("the ood statistics file is not usable: ")
     assert "version 99 is not known" in entry.reason
+
+
+def _float32_values(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("n", [4096, 5000, 49_152, 200_000])
+def test_ranked_quantiles_equal_numpys_to_the_bit(n: int) -> None:
+    """Version 2's quantiles: the bucket ranking of float32 values >= 0 gives np.quantile's
+    numbers exactly, with ties (clipping, posterisation, constants); other inputs (NaN,
+    negative values, float64 values, small inputs) take np.quantile itself."""
+    rng = np.random.default_rng(n)
+    inputs = [
+        _float32_values(rng.random(n)),
+        _float32_values(np.clip(rng.random(n) * 1.4 - 0.2, 0, 1)),
+        _float32_values(np.round(rng.random(n) * 7) / 7),
+        np.zeros(n),
+        _float32_values(np.full(n, 0.3)),
+        _float32_values(rng.random(n) * 1e6),
+        rng.random(n),
+        _float32_values(rng.random(n) - 0.5),
+        _float32_values(rng.random(n)).reshape(-1, 8)[:, :3],  # not contiguous, 2-D
+    ]
+    nan = _float32_values(rng.random(n))
+    nan[3] = np.nan
+    inputs.append(nan)
+    for values in inputs:
+        for qs in (QUANTILES, (0.0, 0.5, 1.0), (0.25, 0.999999)):
+            got = quantiles(values, qs)
+            assert got.dtype == np.float64
+            np.testing.assert_array_equal(got, np.quantile(values, qs))
+    small = _float32_values(rng.random(100))
+    np.testing.assert_array_equal(quantiles(small, QUANTILES), np.quantile(small, QUANTILES))
