@@ -106,6 +106,7 @@ def create_app(
         yield
         log.info("service stopping", extra={"event": "shutdown"})
         await runner.stop()
+        app.state.limiter.close()
         store.close()
 
     # Swagger UI and ReDoc from assets in the package: /docs works on a network without internet.

@@ -201,3 +201,43 @@ def test_limiter_refuses_past_capacity() -> None:
         assert await limiter.run(lambda: 42) == 42
 
     asyncio.run(scenario())
+
+
+def test_limiter_runs_in_its_threads_with_the_callers_context_and_a_cancel_keeps_the_slot() -> None:
+    import contextvars
+    import threading
+
+    limiter = InferenceLimiter(max_concurrent=1, max_queued=2, retry_after=3, metrics=Metrics())
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    def where() -> tuple[str, str]:
+        return var.get(), threading.current_thread().name
+
+    async def scenario() -> None:
+        var.set("request-1")
+        value, thread = await limiter.run(where)
+        assert value == "request-1" and thread.startswith("medserve-infer")
+        gate, started, finished = threading.Event(), threading.Event(), threading.Event()
+
+        def slow() -> None:
+            started.set()
+            gate.wait(5)
+            finished.set()
+
+        first = asyncio.create_task(limiter.run(slow))
+        await asyncio.sleep(0)
+        assert await asyncio.to_thread(started.wait, 5)
+        first.cancel()
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(limiter.run(lambda: finished.is_set()))
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()  # the slot is held while slow() runs
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await second is True  # it ran only once slow() had returned
+        limiter.close()
+        assert await limiter.run(lambda: 42) == 42  # after close: new threads
+        limiter.close()
+
+    asyncio.run(scenario())
