@@ -72,6 +72,23 @@ def test_export_refuses_a_disagreeing_graph(
     assert not (tmp_path / "model.onnx").exists()
 
 
+def test_the_tolerance_scales_with_each_inputs_largest_output() -> None:
+    """A segmenter's map (logits -17..28): a pixel near 0 off by 1.2e-4 is float32 rounding of
+    the large terms it sums (accepted); the same map off by 1e-3 everywhere is not; a
+    classifier's logit is its own scale, as before."""
+    ref = np.zeros((2, 8, 8, 1))
+    ref[:, 0, 0, 0], ref[:, 1, 1, 0], ref[:, 2, 2, 0] = -17.0, 28.0, 0.38
+    edge = ref.copy()
+    edge[0, 2, 2, 0] += 1.2e-4
+    assert export.tolerance_excess(ref, edge, export.ONNX_ATOL, export.ONNX_RTOL) < 1.0
+    assert export.tolerance_excess(ref, ref + 1e-3, export.ONNX_ATOL, export.ONNX_RTOL) > 1.0
+    logits = np.array([[0.4], [20.0]])
+    near = logits + np.array([[1.2e-4], [2.5e-4]])
+    assert export.tolerance_excess(logits, near, export.ONNX_ATOL, export.ONNX_RTOL) > 1.0
+    far = logits + np.array([[0.0], [2.9e-4]])
+    assert export.tolerance_excess(logits, far, export.ONNX_ATOL, export.ONNX_RTOL) < 1.0
+
+
 def test_publish_artifact_leaves_nothing_behind_when_describing_fails(tmp_path: Path) -> None:
     from training.core.publish import publish_artifact
 

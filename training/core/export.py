@@ -4,7 +4,8 @@ Generic for every slice. The artifact is assembled in a staging folder and moved
 when complete and verified, so a failed export never leaves a half-written version folder:
 
 - ``model.onnx`` (``model.export(format="onnx")``), checked against Keras on real and random
-  batches: more than ``ONNX_ATOL`` apart and nothing is written (``ExportMismatch``);
+  batches: more than ``ONNX_ATOL`` + ``ONNX_RTOL`` x the largest output of the input apart and
+  nothing is written (``ExportMismatch``);
 - ``saved_model/`` (``format="tf_saved_model"``; git-ignored);
 - the self-test (``make_self_test``): the ONNX output on the seeded input the registry
   regenerates at load.
@@ -52,6 +53,15 @@ def onnx_runner(session: Any) -> Callable[[np.ndarray], np.ndarray]:
     return lambda batch: np.asarray(session.run(None, {name: np.asarray(batch, np.float32)})[0])
 
 
+def tolerance_excess(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> float:
+    """The largest ``|ref - got| / (atol + rtol * scale)`` of a batch (axis 0), ``scale`` the
+    largest ``|ref|`` of each input's output (see ``export_onnx``); above 1 is a mismatch."""
+    diff = np.abs(ref - got)
+    scale = np.abs(ref).reshape(len(ref), -1).max(axis=1)
+    scale = scale.reshape((-1,) + (1,) * (ref.ndim - 1))
+    return float(np.max(diff / (atol + rtol * scale)))
+
+
 def export_onnx(
     model: Any,
     path: Path,
@@ -61,10 +71,14 @@ def export_onnx(
 ) -> float:
     """Write ``model`` to ``path`` as ONNX and check it against Keras on every batch.
 
-    Every output must satisfy ``|keras - onnx| <= atol + rtol * |keras|`` (float32 rounding
-    grows with the magnitude of a logit: a segmenter's confident background pixels reach
-    |logit| ~ 20). Returns the largest absolute difference; raises ``ExportMismatch`` (and
-    deletes the file) when any output is outside the tolerance.
+    Every output must satisfy ``|keras - onnx| <= atol + rtol * scale``, ``scale`` the largest
+    ``|keras|`` of its input (one value for a classifier: its own magnitude; a segmenter's
+    whole map). Float32 rounding grows with the magnitude of the activations, not of the one
+    output: a segmenter's confident pixels reach |logit| ~ 20-30, and a pixel on the mask's
+    edge, a logit near 0 summed from such terms, carries their rounding (phantom_tumor_xray
+    1.3.0: 1.2e-4 at a logit of 0.38 in maps of -17..28, the same with onnxruntime's graph
+    optimisations off, the 99.99th percentile 5e-5). Returns the largest absolute difference;
+    raises ``ExportMismatch`` (and deletes the file) when any output is outside the tolerance.
     """
     first = np.asarray(batches[0], np.float32)
     model(first, training=False)  # build every layer on a real batch before tracing
@@ -78,9 +92,8 @@ def export_onnx(
         if ref.shape != got.shape:
             path.unlink(missing_ok=True)
             raise ExportMismatch(f"output shapes differ: keras {ref.shape}, onnx {got.shape}")
-        diff = np.abs(ref - got)
-        worst = max(worst, float(np.max(diff)))
-        excess = max(excess, float(np.max(diff / (atol + rtol * np.abs(ref)))))
+        worst = max(worst, float(np.max(np.abs(ref - got))))
+        excess = max(excess, tolerance_excess(ref, got, atol, rtol))
     if not np.isfinite(worst) or excess > 1.0:
         path.unlink(missing_ok=True)
         raise ExportMismatch(
