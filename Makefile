@@ -108,7 +108,7 @@ models-phantom: $(VENV)/.all-installed
 	$(TRAIN) study phantom_tumor_xray --preset demo --data $(PHANTOM_DATA) \
 		--out runs/phantom_norm_study/study.json
 	$(TRAIN) train phantom_tumor_xray --preset demo --data $(PHANTOM_DATA) \
-		--test-data $(PHANTOM_TEST) --out models --version 1.2.0 --overwrite
+		--test-data $(PHANTOM_TEST) --out models --version 1.3.0 --overwrite
 
 ## The container acceptance run with podman (root; needs podman, runc, debootstrap): makes the
 ## local base image if missing, builds localhost/medserve, localhost/medserve-integration and

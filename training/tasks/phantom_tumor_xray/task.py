@@ -163,7 +163,6 @@ def recorded(o: TrainOptions) -> dict[str, Any]:
             "synthetic": o.synthetic,
             "val_fraction": o.val_fraction,
             "normalisation": o.normalisation,
-            "order": o.order,
         },
         "preprocessing": phantom_preprocessing(o.input_size, o.normalisation, o.order).model_dump(),
     }
