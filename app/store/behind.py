@@ -1,11 +1,13 @@
 """Audit rows written behind the answer: one writer thread per process, rows in batches.
 
 An upload's ``ok`` row used to be committed in the inference's worker thread before the answer
-went out: 0.5 ms of a 12 ms MRI request on a 2-core machine (issue #18). Queued here, the row
-is committed while the answer is being sent. What that gives up: a process killed in that
-millisecond loses the row (never the answer); a reader in another process may not see a row for
-that long. Readers in this process wait for the queue (``flush``), shutdown drains it, a full
-queue (the database stalled) drops the row with the same error log as a failed write.
+went out: 0.5 ms of a 12 ms MRI request on a 2-core machine (issue #18); a PostgreSQL commit
+takes 0.7 ms on a local socket and more across a network. Queued here, the row is committed
+while the answer is being sent. What that gives up: a process killed in that millisecond loses
+the row (never the answer); a reader in another process may not see a row for that long.
+Readers in this process wait for the rows queued before they asked (``flush``), shutdown
+drains the queue, a full queue (the database stalled) drops the row with the same error log as
+a failed write.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ class AuditBehind:
     def __init__(self, write_many: Callable[[list[Row]], None], capacity: int = 10_000) -> None:
         self._write_many = write_many
         self._queue: queue.Queue[Row] = queue.Queue(capacity)
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queued = 0  # rows accepted by put
+        self._settled = 0  # rows written, or whose write failed
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def put(self, row: Row) -> None:
         """Queue one row (never blocks); refused after ``close``, or when the queue is full."""
-        with self._lock:
+        with self._cond:
             if self._closed:
                 reason = "Closed"
             else:
@@ -46,18 +50,23 @@ class AuditBehind:
                     self._thread.start()
                 try:
                     self._queue.put_nowait(row)
+                    self._queued += 1
                     return
                 except queue.Full:
                     reason = "QueueFull"
         log.error("audit write failed", extra={"event": "audit", "error": reason, "rows": 1})
 
-    def flush(self) -> None:
-        """Wait until every row queued so far is written (or its failure logged)."""
-        self._queue.join()
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every row queued before this call is written (or its failure logged),
+        at most ``timeout`` seconds (rows queued meanwhile are not waited for); whether they
+        were."""
+        with self._cond:
+            target = self._queued
+            return self._cond.wait_for(lambda: self._settled >= target, timeout)
 
     def close(self) -> None:
         """Write what is queued, then stop the thread; later rows are refused (logged)."""
-        with self._lock:
+        with self._cond:
             self._closed = True
             thread = self._thread
         if thread is not None:
@@ -82,7 +91,8 @@ class AuditBehind:
                     extra={"event": "audit", "error": type(exc).__name__, "rows": len(rows)},
                 )
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                with self._cond:
+                    self._settled += len(rows)
+                    self._cond.notify_all()
             if len(rows) < len(batch):
                 return

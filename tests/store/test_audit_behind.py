@@ -85,3 +85,33 @@ def test_close_without_a_row_starts_no_thread() -> None:
     behind.flush()
     behind.close()
     assert behind._thread is None
+
+
+def test_flush_waits_for_the_rows_queued_before_it_not_for_later_ones() -> None:
+    """Under a steady stream the queue is never empty: a reader (``/audit``) still gets its
+    answer once the rows queued before it are written."""
+    import time
+
+    def slow(rows: list[dict[str, Any]]) -> None:
+        time.sleep(0.05)  # about 5,000 rows/s at most: the stream below outruns it
+
+    behind = AuditBehind(slow)
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            behind.put({"i": 0})
+            time.sleep(0.00005)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
+    try:
+        time.sleep(0.1)
+        started = time.monotonic()
+        assert behind.flush(timeout=10)
+        assert time.monotonic() - started < 5 and producer.is_alive()
+        assert behind._queue.qsize() > 0  # rows queued after the call were not waited for
+    finally:
+        stop.set()
+        producer.join()
+    behind.close()
