@@ -312,19 +312,6 @@ def result_summary(result: Inferred) -> dict[str, Any]:
     return summary
 
 
-def _audit(
-    request: Request, services: Services, entry: ModelEntry, status: str, result: Any
-) -> None:
-    audit_request(
-        request,
-        services,
-        entry,
-        status,
-        result.upload_sha256 if result is not None else None,
-        result_summary(result) if result is not None else None,
-    )
-
-
 AuditWrite = Callable[[str, str | None, dict[str, Any] | None], None]
 
 
@@ -354,18 +341,6 @@ def audit_writer(request: Request, services: Services, entry: ModelEntry) -> Aud
         )
 
     return write
-
-
-def audit_request(
-    request: Request,
-    services: Services,
-    entry: ModelEntry,
-    status: str,
-    upload_sha256: str | None,
-    summary: dict[str, Any] | None,
-) -> None:
-    """Queue the audit row of one HTTP inference (see ``audit_writer``)."""
-    audit_writer(request, services, entry)(status, upload_sha256, summary)
 
 
 async def drain(request: Request) -> None:
@@ -409,5 +384,5 @@ async def infer(
     except MedserveError as exc:
         if isinstance(exc, Overloaded) and not body_read:
             await drain(request)  # so that the client, still sending, reads its 503
-        _audit(request, services, entry, exc.code, None)
+        write_audit(exc.code, None, None)
         raise

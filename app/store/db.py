@@ -129,18 +129,11 @@ class AuditFields(TypedDict, total=False):
     summary: dict[str, Any] | None
 
 
-_AUDIT_COLUMNS = (
-    "request_id",
-    "job_id",
-    "key_name",
-    "endpoint",
-    "model_name",
-    "model_version",
-    "model_sha256",
-    "upload_sha256",
-    "summary",
-    "status",
-)
+# the columns taken as given (the UIDs become their hashes)
+_AUDIT_COLUMNS = tuple(
+    k for k in AuditFields.__required_keys__ | AuditFields.__optional_keys__
+    if k not in ("study_uid", "series_uid")
+)  # fmt: skip
 
 
 class Store:

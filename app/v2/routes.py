@@ -24,7 +24,7 @@ from app import __version__
 from app.deps import RegistryDep, Services, ServicesDep
 from app.errors import BadRequest, MedserveError, ModelNotReady, NotFound, Overloaded
 from app.registry import ModelEntry, Registry
-from app.routes.common import audit_request, audit_writer, declared_length, drain
+from app.routes.common import audit_writer, declared_length, drain
 from app.v2.infer import V2Result, graph_tensors, run_infer
 from app.v2.schemas import (
     InferenceResponse,
@@ -224,10 +224,8 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _audit_summary(result: V2Result | None) -> dict[str, Any] | None:
+def _audit_summary(result: V2Result) -> dict[str, Any]:
     """What the audit keeps: the batch size and, when postprocessed, each decision."""
-    if result is None:
-        return None
     summary: dict[str, Any] = {"batch": result.batch, "protocol": "v2"}
     if result.decisions:
         summary["probability"] = [round(d.probability, 6) for d in result.decisions]
@@ -237,13 +235,6 @@ def _audit_summary(result: V2Result | None) -> dict[str, Any] | None:
     if result.mask_areas:
         summary["mask_area_px"] = result.mask_areas
     return summary
-
-
-def _audit(
-    request: Request, services: Services, entry: ModelEntry, status: str, result: V2Result | None
-) -> None:
-    upload = result.input_sha256 if result is not None else None
-    audit_request(request, services, entry, status, upload, _audit_summary(result))
 
 
 async def _infer(request: Request, services: Services, name: str, version: str | None) -> Response:
@@ -282,7 +273,7 @@ async def _infer(request: Request, services: Services, name: str, version: str |
     except MedserveError as exc:
         if isinstance(exc, Overloaded) and not body_read:
             await drain(request)
-        _audit(request, services, entry, exc.code, None)
+        write_audit(exc.code, None, None)
         raise
     out_headers = {}
     if result.content_encoding:

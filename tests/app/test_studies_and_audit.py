@@ -177,3 +177,17 @@ def test_a_failed_audit_write_is_logged_and_the_answer_still_given(
     assert sum(getattr(r, "rows", 0) for r in failures) == 2
     assert all(getattr(r, "error", None) == "RuntimeError" for r in failures)
     assert "database is gone" not in caplog.text
+
+
+def test_a_refused_v2_inference_leaves_an_audit_row_with_its_code(client: TestClient) -> None:
+    bad = client.post(
+        "/v2/models/pneumonia_xray/infer",
+        content=b"{not json",
+        headers={**_h(KEY), "Content-Type": "application/json", "X-Request-ID": "v2-refused"},
+    )
+    assert bad.status_code == 400 and "error" in bad.json()  # the protocol's error form
+    rows = client.get("/audit", params={"limit": 10}, headers=_h(ADMIN)).json()["rows"]
+    (row,) = [r for r in rows if r["request_id"] == "v2-refused"]
+    assert row["status"] == "bad_request" and row["key_name"] == "orthanc"
+    assert row["endpoint"] == "/v2/models/pneumonia_xray/infer"
+    assert row["upload_sha256"] is None and row["summary"] is None

@@ -4,7 +4,7 @@ routing), its preprocessing and its conformance section."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 from app.imaging.card import (
     Coded,
@@ -31,7 +31,7 @@ PHANTOM_ROUTING = Routing(modalities=["DX", "RF", "RTIMAGE"])
 NAME = "phantom_tumor_xray"
 DEFAULT_INPUT_SIZE = (192, 256)
 NORMALISATIONS = ("percentile", "window")
-ORDERS = ("window_then_resize", "resize_then_window")
+ORDERS: tuple[str, ...] = get_args(Order)  # the card's own values
 PERCENTILES = (0.5, 99.5)
 
 PHANTOM_CARD = CardTemplate(
