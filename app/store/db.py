@@ -15,7 +15,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.store.behind import AuditBehind
@@ -151,7 +152,8 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._create_lock = threading.Lock()  # SQLite: one process, serialise job creation
         self._salt: bytes | None = None
-        self._behind = AuditBehind(self.write_audit_rows)
+        self._behind_conn: Connection | None = None  # the audit writer thread's own
+        self._behind = AuditBehind(self._write_behind, on_exit=self._drop_behind_connection)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -393,6 +395,28 @@ class Store:
         (measured in the service 0.9 -> 0.4 ms per row against the ORM)."""
         with self.engine.begin() as conn:
             conn.execute(_AUDIT_INSERT, rows)
+
+    def _write_behind(self, rows: list[dict[str, Any]]) -> None:
+        """The writer thread's batches, on a connection it keeps (a pool checkout with its
+        ping cost more than a one-row insert: 0.07-0.16 against 0.05 ms on SQLite); one found
+        dead (a restarted server) is replaced, and the batch tried once more."""
+        for attempt in (1, 2):
+            if self._behind_conn is None:
+                self._behind_conn = self.engine.connect()
+            try:
+                self._behind_conn.execute(_AUDIT_INSERT, rows)
+                self._behind_conn.commit()
+                return
+            except DBAPIError as exc:
+                self._drop_behind_connection()
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+
+    def _drop_behind_connection(self) -> None:
+        conn, self._behind_conn = self._behind_conn, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
 
     def audit(self, **fields: Unpack[AuditFields]) -> None:
         """One audit row, committed before this returns (a job's rows: the job waits for them)."""

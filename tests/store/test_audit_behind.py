@@ -115,3 +115,26 @@ def test_flush_waits_for_the_rows_queued_before_it_not_for_later_ones() -> None:
         stop.set()
         producer.join()
     behind.close()
+
+
+def test_a_stream_goes_in_one_batch_after_the_linger_which_readers_and_close_cut_short() -> None:
+    """A row waits ``linger`` for the next ones (a stream of answers is written in batches,
+    away from the moment each answer is handed back); ``flush`` and ``close`` do not wait it."""
+    import time
+
+    rec = Recorder()
+    exits: list[str] = []
+
+    def on_exit() -> None:
+        exits.append(threading.current_thread().name)
+
+    behind = AuditBehind(rec, linger=60, on_exit=on_exit)
+    for i in range(5):
+        behind.put({"i": i})
+    started = time.monotonic()
+    assert behind.flush(timeout=30)
+    assert rec.batches == [[{"i": i} for i in range(5)]]
+    behind.put({"i": 5})
+    behind.close()
+    assert time.monotonic() - started < 30
+    assert rec.batches[1:] == [[{"i": 5}]] and exits == ["medserve-audit"]

@@ -233,3 +233,23 @@ def test_rows_written_behind_the_answer_are_read_in_order_and_drained_at_close(
     reopened = _store(url)
     assert reopened.count_audit() == 305
     reopened.close()
+
+
+@pytest.mark.parametrize("url", ["postgresql"], indirect=True)
+def test_the_audit_writer_replaces_a_connection_the_server_dropped(url: str) -> None:
+    """The writer thread keeps its connection between batches; one the server has closed (a
+    restart, an idle timeout) is replaced and the batch written on the new one."""
+    store = _store(url)
+    store.audit_later(endpoint="/segment/mri", model_name="m", request_id="before", status="ok")
+    assert store.count_audit() == 1  # written: the writer holds its connection
+    with store.engine.begin() as conn:
+        dropped = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert dropped >= 1
+    store.audit_later(endpoint="/segment/mri", model_name="m", request_id="after", status="ok")
+    assert [r["request_id"] for r in store.audit_rows(10)] == ["after", "before"]
+    store.close()
