@@ -119,6 +119,60 @@ def test_version_2_statistics_log_the_shares_and_add_the_intensity_levels() -> N
     assert len(joint_vector(f, x, "NHWC", (2, 2), STATISTICS_VERSION)) == 3 + len(s2)
 
 
+def _plain_statistics(x: np.ndarray, layout: str, grid: tuple[int, ...], version: int) -> list:
+    """The input statistics written out with numpy's own functions (the definition the fast
+    code in ``app.imaging.ood`` must keep)."""
+    a = np.asarray(x, np.float64).mean(axis=-1 if layout in ("NHWC", "NDHWC") else 0)
+    k = a.ndim
+    thumb = a
+    for axis, cells in enumerate(grid):
+        edges = np.linspace(0, thumb.shape[axis], cells + 1).round().astype(int)
+        sums = np.add.reduceat(thumb, edges[:-1], axis=axis)
+        thumb = sums / np.diff(edges).reshape([-1 if j == axis else 1 for j in range(k)])
+    diffs = [np.diff(a, axis=i) for i in range(k)]
+    shares = [np.mean(a == a.min()), np.mean(a == a.max())]
+    if version >= 2:
+        shares = [np.log(max(v, 1 / a.size)) for v in shares]
+    w = a - a.min()
+    w = w / w.sum()
+    coords = np.meshgrid(*(np.linspace(0, 1, n) for n in a.shape), indexing="ij")
+    c = [float((w * u).sum()) for u in coords]
+    second = [
+        float((w * (coords[i] - c[i]) * (coords[j] - c[j])).sum())
+        for i in range(k)
+        for j in range(i, k)
+    ]
+    third = [float((w * (coords[i] - c[i]) ** 3).sum()) for i in range(k)]
+    var = [float((w * (coords[i] - c[i]) ** 2).sum()) for i in range(k)]
+    ratios = [np.log(var[i] / var[0]) for i in range(1, k)]
+    out = [*thumb.ravel(), a.std(), *(np.abs(d).mean() for d in diffs), *shares, *c, *second]
+    out += [*third, *ratios]
+    if version >= 2:
+        out += [*np.quantile(a, QUANTILES), *(np.mean(d == 0) for d in diffs)]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout", "grid"),
+    [
+        ((128, 128, 1), "NHWC", (8, 8)),  # the MRI model's input
+        ((1, 96, 80), "NCHW", (8, 8)),
+        ((50, 61, 3), "NHWC", (7, 5)),  # blocks of unequal sizes, channels averaged
+        ((3, 50, 61), "NCHW", (4, 4)),
+        ((16, 32, 32, 1), "NDHWC", (2, 4, 4)),
+        ((1, 15, 33, 20), "NCDHW", (2, 3, 3)),
+    ],
+)
+@pytest.mark.parametrize("version", [1, 2])
+def test_input_statistics_are_the_plain_formulas(
+    shape: tuple[int, ...], layout: str, grid: tuple[int, ...], version: int
+) -> None:
+    rng = np.random.default_rng(len(shape) * 10 + version)
+    x = np.clip(rng.normal(0.4, 0.3, shape), 0, 1).astype(np.float32)  # clipped: equal values
+    fast = input_statistics(x, layout, grid, version)
+    np.testing.assert_allclose(fast, _plain_statistics(x, layout, grid, version), rtol=1e-9)
+
+
 def test_input_statistics_see_constant_and_noisy_inputs() -> None:
     flat = np.full((8, 8, 1), 0.5, np.float32)
     noisy = np.random.default_rng(1).random((8, 8, 1)).astype(np.float32)
