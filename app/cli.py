@@ -49,11 +49,11 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=30,
-        # The same HTTP stack whatever else is installed (kserve, a dev dependency, pulls
-        # uvicorn[standard]: uvloop would otherwise be picked up): httptools with a header
-        # deadline (app/server.py), and asyncio.
+        # The same HTTP stack whatever else is installed: httptools with a header deadline
+        # (app/server.py), on uvloop (a pinned dependency; the hand-offs between the event
+        # loop and the inference threads cost less: MRI slice 2 % faster side by side).
         http=protocol_with(settings.read_timeout_seconds),
-        loop="asyncio",
+        loop="uvloop",
         timeout_keep_alive=settings.keep_alive_seconds,
         limit_concurrency=settings.max_connections,
     )
