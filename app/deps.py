@@ -41,9 +41,13 @@ async def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, request.app.state.metrics)
 
 
-async def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     state = request.app.state
     return Services(state.registry, state.settings, state.limiter, state.metrics, state.store)
+
+
+async def get_services(request: Request) -> Services:
+    return services_of(request)
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]

@@ -137,11 +137,13 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
+    classify_router, classify_lean = classify.build_router(endpoints)
+    segment_router, segment_lean = segment.build_router(endpoints)
     routers = (
         health.router,
         models.router,
-        classify.build_router(endpoints),
-        segment.build_router(endpoints),
+        classify_router,
+        segment_router,
         studies.router,
         audit.router,
         page.router,
@@ -149,6 +151,9 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    # The upload paths are dispatched by plain Starlette routes ahead of FastAPI's, which
+    # stay for the OpenAPI document (app.routes.common.lean_route).
+    app.router.routes[0:0] = [*classify_lean, *segment_lean]
     install_openapi(app)
     page.mount_static(app)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from app.deps import ServicesDep
+from app.deps import Services, ServicesDep
 from app.endpoints import Endpoint, of_task
 from app.imaging.limits import DecodeLimits
 from app.pipeline import Classified, classify
@@ -17,8 +19,7 @@ from app.routes.common import (
     JSON,
     PNG,
     UPLOAD_BODY,
-    ExplainQuery,
-    OperatingPointQuery,
+    UploadQuery,
     accept,
     decision_fields,
     decision_headers,
@@ -26,6 +27,7 @@ from app.routes.common import (
     explanation_out,
     infer,
     input_info,
+    lean_route,
     model_ref,
     negotiate,
     ood_out,
@@ -49,15 +51,11 @@ _RESPONSES = {
 }
 
 
-def _add_classifier(router: APIRouter, path: str, model: str, description: str) -> None:
-    """Register ``POST path`` serving the classifier ``model``."""
+def _add_classifier(router: APIRouter, path: str, model: str, description: str) -> Route:
+    """Register ``POST path`` serving the classifier ``model``; its lean route."""
 
-    async def endpoint(
-        request: Request,
-        services: ServicesDep,
-        operating_point: OperatingPointQuery = None,
-        explain: ExplainQuery = None,
-    ) -> Response:
+    async def answer(request: Request, services: Services, query: UploadQuery) -> Response:
+        operating_point, explain = query.operating_point, query.explain
         wanted = negotiate(request, _EXPLAIN_OFFERS if explain else _OFFERS)
         entry, point = await accept(request, services, model, operating_point)
         metrics = services.metrics
@@ -89,6 +87,11 @@ def _add_classifier(router: APIRouter, path: str, model: str, description: str) 
         )
         return prediction_json(body)
 
+    async def endpoint(
+        request: Request, services: ServicesDep, query: Annotated[UploadQuery, Query()]
+    ) -> Response:
+        return await answer(request, services, query)
+
     router.add_api_route(
         path,
         endpoint,
@@ -99,11 +102,15 @@ def _add_classifier(router: APIRouter, path: str, model: str, description: str) 
         responses=_RESPONSES,
         openapi_extra=UPLOAD_BODY,
     )
+    return lean_route(path, UploadQuery, answer)
 
 
-def build_router(table: Sequence[Endpoint]) -> APIRouter:
-    """The classification rows of the endpoint table, one POST route each."""
+def build_router(table: Sequence[Endpoint]) -> tuple[APIRouter, list[Route]]:
+    """The classification rows of the endpoint table, one POST route each, and their lean
+    routes (``app.routes.common.lean_route``)."""
     router = APIRouter(tags=["classification"])
-    for row in of_task("binary_classification", table):
+    lean = [
         _add_classifier(router, row.path, row.model, row.description)
-    return router
+        for row in of_task("binary_classification", table)
+    ]
+    return router, lean

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
+from pydantic import Field
 from starlette.responses import Response
+from starlette.routing import Route
 
-from app.deps import ServicesDep
+from app.deps import Services, ServicesDep
 from app.endpoints import Endpoint, of_task
 from app.imaging.limits import DecodeLimits
 from app.pipeline import Segmented, segment
@@ -20,8 +22,7 @@ from app.routes.common import (
     JSON,
     PNG,
     UPLOAD_BODY,
-    ExplainQuery,
-    OperatingPointQuery,
+    UploadQuery,
     accept,
     decision_fields,
     decision_headers,
@@ -29,6 +30,7 @@ from app.routes.common import (
     explanation_out,
     infer,
     input_info,
+    lean_route,
     model_ref,
     negotiate,
     ood_out,
@@ -86,25 +88,21 @@ def _json(request: Request, entry: ModelEntry, result: Segmented) -> Response:
     return prediction_json(body)
 
 
-MaskFormatQuery = Annotated[
-    MaskFormat, Query(description="How the mask is returned in JSON: rle, png, both or none")
-]
-OverlayQuery = Annotated[
-    bool, Query(description="With Accept: image/png, the input with the mask outline drawn")
-]
+class SegmentQuery(UploadQuery):
+    mask_format: MaskFormat = Field(
+        "rle", description="How the mask is returned in JSON: rle, png, both or none"
+    )
+    overlay: bool = Field(
+        False, description="With Accept: image/png, the input with the mask outline drawn"
+    )
 
 
-def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -> None:
-    """Register ``POST path`` serving the segmenter ``model``."""
+def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -> Route:
+    """Register ``POST path`` serving the segmenter ``model``; its lean route."""
 
-    async def endpoint(
-        request: Request,
-        services: ServicesDep,
-        operating_point: OperatingPointQuery = None,
-        mask_format: MaskFormatQuery = "rle",
-        overlay: OverlayQuery = False,
-        explain: ExplainQuery = None,
-    ) -> Response:
+    async def answer(request: Request, services: Services, query: SegmentQuery) -> Response:
+        operating_point, mask_format = query.operating_point, query.mask_format
+        overlay, explain = query.overlay, query.explain
         wanted = negotiate(request, _OFFERS)
         entry, point = await accept(request, services, model, operating_point)
         png = wanted == PNG
@@ -145,6 +143,11 @@ def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -
             return Response(data, media_type="image/png", headers=headers)
         return _json(request, entry, result)
 
+    async def endpoint(
+        request: Request, services: ServicesDep, query: Annotated[SegmentQuery, Query()]
+    ) -> Response:
+        return await answer(request, services, query)
+
     router.add_api_route(
         path,
         endpoint,
@@ -155,11 +158,15 @@ def _add_segmenter(router: APIRouter, path: str, model: str, description: str) -
         responses=_RESPONSES,
         openapi_extra=UPLOAD_BODY,
     )
+    return lean_route(path, SegmentQuery, answer)
 
 
-def build_router(table: Sequence[Endpoint]) -> APIRouter:
-    """The segmentation rows of the endpoint table, one POST route each."""
+def build_router(table: Sequence[Endpoint]) -> tuple[APIRouter, list[Route]]:
+    """The segmentation rows of the endpoint table, one POST route each, and their lean
+    routes (``app.routes.common.lean_route``)."""
     router = APIRouter(tags=["segmentation"])
-    for row in of_task("binary_segmentation", table):
+    lean = [
         _add_segmenter(router, row.path, row.model, row.description)
-    return router
+        for row in of_task("binary_segmentation", table)
+    ]
+    return router, lean
