@@ -16,11 +16,11 @@ the small image, ``session.run`` with intra-op threads = cores; segmenters resiz
 (BILINEAR) and threshold it. CT: ``gzip.decompress`` + nibabel (or pydicom per slice, sorted by
 position, slope/intercept), per-plane BILINEAR float32 resize to the model's plane, the mean over
 equal depth chunks, the HU window, ``session.run``. e2e: one upload over a keep-alive connection
-timed by the client (median of 15; CT of 3) after a warm-up, taken in alternating blocks with the
-reference (one untimed and three timed requests, then as many reference runs), with a pause
-after each block, so that a machine whose speed drifts (shared cores) shows in both columns
-alike; CT: the three uploads, then the three reference runs;
-throughput at concurrency 1, 2, 4.
+timed by the client (median of 15; CT of 3) after a warm-up, taken in rounds with the reference
+(one untimed and three timed requests, and as many reference runs; the uploads first in one
+round, the reference first in the next), with a pause after each side and a few seconds idle
+before each row, so that a machine whose speed drifts (shared cores) shows in both columns
+alike; CT: the three uploads, then the three reference runs; throughput at concurrency 1, 2, 4.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ BURST_UPLOADS, BURST_BUDGET_MB = 24, 1024
 
 BEGIN, END = "<!-- hospital:begin -->", "<!-- hospital:end -->"
 TARGET, CT_TARGET = 1.25, 1.0
+SETTLE_S = 3.0  # default seconds idle before each row (side_by_side)
 
 
 @dataclass
@@ -325,43 +326,66 @@ def post_once(conn: http.client.HTTPConnection, path: str, upload: Upload) -> No
 
 
 def side_by_side(
-    port: int, row: Row, block: int, warm: int, pause_s: float = 0.05
-) -> tuple[list[float], list[float], dict[str, int]]:
-    """e2e milliseconds of the answers that were 200, reference milliseconds and the statuses
-    of the timed uploads; ``row.repeats`` of each side, taken in alternating blocks of
-    ``block`` (e2e first), each after ``warm`` untimed runs of its own, so that both see the
-    same machine, warm; a pause after each block lets the reference session's spinning threads
-    (onnxruntime's default) stop before the next upload."""
+    port: int, row: Row, block: int, warm: int, pause_s: float = 0.05, settle_s: float = 0.0
+) -> tuple[list[float], list[float], dict[str, int], list[float]]:
+    """e2e milliseconds of the answers that were 200, reference milliseconds, the statuses
+    of the timed uploads and each round's ratio (the median of its uploads over the median of
+    its reference runs); ``row.repeats`` of each side, in rounds of ``block`` of each, the
+    uploads first in even rounds and the reference first in odd ones (so that a machine
+    speeding up or slowing down during the row weighs on both sides alike), each side after
+    ``warm`` untimed runs of its own. ``settle_s`` idle first: after a row's throughput runs
+    at concurrency 4 the whole machine ran slower for about 3 s (two servers, one of them idle
+    during the load, both answered MRI slices in 16-18 ms, then 13-14 ms), which fell on the
+    next row's first round (MRI rounds 2.29, 1.21, 1.11, 1.74, 1.06x in one run). A pause after
+    each side lets the reference session's spinning threads (onnxruntime's default) stop
+    before the next upload."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     path = ENDPOINTS[row.model]
     e2e: list[float] = []
     ref: list[float] = []
     statuses: dict[str, int] = {}
-    sent = 0
+    blocks: list[float] = []
 
     def upload() -> None:
         post_once(conn, path, row.upload)
 
+    def uploads(n: int) -> list[float]:
+        timed_ms(upload, warm)
+        answered = []
+        for _ in range(n):
+            t = time.perf_counter()
+            status = post_status(conn, path, row.upload)
+            if status == 200:
+                answered.append((time.perf_counter() - t) * 1000)
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+        time.sleep(pause_s)
+        return answered
+
+    def references(n: int) -> list[float]:
+        timed_ms(row.reference, warm)
+        runs = timed_ms(row.reference, n)
+        time.sleep(pause_s)
+        return runs
+
     try:
+        time.sleep(settle_s)
         upload()
         row.reference()
-        while sent < row.repeats:
-            n = min(block, row.repeats - sent)
-            timed_ms(upload, warm)
-            for _ in range(n):
-                t = time.perf_counter()
-                status = post_status(conn, path, row.upload)
-                if status == 200:
-                    e2e.append((time.perf_counter() - t) * 1000)
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
-            sent += n
-            time.sleep(pause_s)
-            timed_ms(row.reference, warm)
-            ref += timed_ms(row.reference, n)
-            time.sleep(pause_s)
+        for start in range(0, row.repeats, block):
+            n = min(block, row.repeats - start)
+            if (start // block) % 2 == 0:
+                answered = uploads(n)
+                reference = references(n)
+            else:
+                reference = references(n)
+                answered = uploads(n)
+            if answered:
+                blocks.append(float(np.median(answered) / np.median(reference)))
+            e2e += answered
+            ref += reference
     finally:
         conn.close()
-    return e2e, ref, dict(sorted(statuses.items()))
+    return e2e, ref, dict(sorted(statuses.items())), blocks
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -468,7 +492,12 @@ def burst(upload: Upload, n: int, budget_mb: int, tmp: Path) -> dict[str, Any]:
 
 
 def run(
-    scale: float, ct_slices: int, throughput: bool, bursts: int, only: str | None = None
+    scale: float,
+    ct_slices: int,
+    throughput: bool,
+    bursts: int,
+    only: str | None = None,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -482,8 +511,8 @@ def run(
                 # CT: the uploads, then the reference. Interleaved one by one, the reference's
                 # .nii and multipart rows took 1.9x and 1.7x longer than run back to back (once,
                 # 2026-12-02) while the uploads took as long as before: it flatters the service.
-                e2e_ms, ref_ms, statuses = side_by_side(
-                    server.port, row, row.repeats if ct else 3, 0 if ct else 1
+                e2e_ms, ref_ms, statuses, rounds = side_by_side(
+                    server.port, row, row.repeats if ct else 3, 0 if ct else 1, settle_s=settle_s
                 )
                 e2e, ref = summary(e2e_ms), float(np.median(ref_ms))
                 entry = {
@@ -494,6 +523,7 @@ def run(
                     "statuses": statuses,
                     "reference_ms": ref,
                     "ratio": e2e.get("p50", float("nan")) / ref,
+                    "round_ratios": rounds,
                 }
                 if throughput and row.model != "covid_ct":
                     entry["throughput_rps"] = {
@@ -528,28 +558,33 @@ def run(
         "cores": len(os.sched_getaffinity(0)),
         "rows": results,
         "bursts": burst_rows,
+        "settle_s": settle_s,
         "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
 
 
 def report(results: dict[str, Any]) -> str:
     load = results.get("load_average", [float("nan"), float("nan")])
+    settle = results.get("settle_s", SETTLE_S)
     lines = [
         BEGIN,
         "## Hospital-sized inputs (bench/hospital.py)",
         "",
         f"{results['cores']} cores, one request at a time, e2e over HTTP (keep-alive, raw body; "
         "multipart where the row says) against the plain reference pipeline in process, in the "
-        "same run, in alternating blocks (one untimed and three timed requests, then as many "
-        "reference runs; CT: the three uploads, then the three reference runs), so that both "
-        "see the same machine. "
+        "same run, in rounds (one untimed and three timed requests, and as many reference "
+        "runs, the uploads first in odd rounds and the reference first in even ones; CT: the "
+        f"three uploads, then the three reference runs), after {settle:g} s idle per row, "
+        "so that both see the same machine. "
         f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end (other "
         "work on the machine shows in both columns). "
-        f"Targets: e2e p50 ≤ {TARGET} × reference (CT rows ≤ {CT_TARGET} ×).",
+        f"Targets: e2e p50 ≤ {TARGET} × reference (CT rows ≤ {CT_TARGET} ×). "
+        "Per round: the ratio of each round's e2e median to its reference median, lowest and "
+        "highest (how far the machine moved within the row).",
         "",
-        "| input | e2e p50 | e2e p95 | reference | e2e / reference | target "
+        "| input | e2e p50 | e2e p95 | reference | e2e / reference | per round | target "
         "| throughput c=1/2/4 (req/s) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         target = CT_TARGET if r["model"] == "covid_ct" else TARGET
@@ -557,10 +592,12 @@ def report(results: dict[str, Any]) -> str:
         rps = r.get("throughput_rps")
         rps_text = " / ".join(f"{v:.1f}" for v in rps.values()) if rps else "—"
         e2e = r["e2e_ms"]
+        rounds = r.get("round_ratios") or []
+        spread = f"{min(rounds):.2f}–{max(rounds):.2f}" if len(rounds) > 1 else "—"
         lines.append(
             f"| {r['row']} | {e2e.get('p50', 0):.1f} ms | {e2e.get('p95', 0):.1f} ms "
-            f"| {r['reference_ms']:.1f} ms | {r['ratio']:.2f}× | ≤ {target} ({verdict}) "
-            f"| {rps_text} |"
+            f"| {r['reference_ms']:.1f} ms | {r['ratio']:.2f}× | {spread} "
+            f"| ≤ {target} ({verdict}) | {rps_text} |"
         )
     if results.get("bursts"):
         lines += [
@@ -598,10 +635,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help="measure only the rows whose name contains this (printed, not written)"
     )
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE_S, help="seconds idle before each row"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "hospital.json")
     args = parser.parse_args(argv)
-    results = run(args.scale, args.ct_slices, not args.no_throughput, args.burst, args.only)
+    results = run(
+        args.scale, args.ct_slices, not args.no_throughput, args.burst, args.only, args.settle
+    )
     if args.only is not None:
         print(report(results))
         return 0

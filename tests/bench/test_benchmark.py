@@ -126,13 +126,17 @@ def test_hospital_benchmark_runs_small(tmp_path: Path) -> None:
     out, js = tmp_path / "b.md", tmp_path / "h.json"
     subprocess.run(
         [sys.executable, str(ROOT / "bench" / "hospital.py"), "--scale", "0.05", "--ct-slices",
-         "8", "--no-throughput", "--burst", "3", "--out", str(out), "--json", str(js)],
+         "8", "--no-throughput", "--burst", "3", "--settle", "0", "--out", str(out),
+         "--json", str(js)],
         check=True, cwd=ROOT, timeout=300, capture_output=True,
     )  # fmt: skip
     results = json.loads(js.read_text())
     assert len(results["rows"]) == 12
     assert all(r["statuses"] == {"200": r["e2e_ms"]["n"]} for r in results["rows"])
     assert all(r["ratio"] > 0 for r in results["rows"])
+    for r in results["rows"]:  # 2D: 15 uploads in rounds of 3; CT: one round of 3
+        assert len(r["round_ratios"]) == (1 if r["model"] == "covid_ct" else 5)
+        assert all(b > 0 for b in r["round_ratios"])
     assert [b["row"].split()[-1] for b in results["bursts"]] == [".nii", "slices"]
     for b in results["bursts"]:  # small uploads: all fit the budget
         assert b["outcomes"] == {"served": 3} and b["lost"] == 0
