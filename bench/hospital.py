@@ -331,20 +331,20 @@ def side_by_side(
     """e2e milliseconds of the answers that were 200, reference milliseconds, the statuses
     of the timed uploads and each round's ratio (the median of its uploads over the median of
     its reference runs); ``row.repeats`` of each side, in rounds of ``block`` of each, the
-    uploads first in even rounds and the reference first in odd ones (so that a machine
-    speeding up or slowing down during the row weighs on both sides alike), each side after
-    ``warm`` untimed runs of its own. ``settle_s`` idle first: after a row's throughput runs
-    at concurrency 4 the whole machine ran slower for about 3 s (two servers, one of them idle
-    during the load, both answered MRI slices in 16-18 ms, then 13-14 ms), which fell on the
-    next row's first round (MRI rounds 2.29, 1.21, 1.11, 1.74, 1.06x in one run). A pause after
-    each side lets the reference session's spinning threads (onnxruntime's default) stop
-    before the next upload."""
+    uploads first in the first, third, ... round and the reference first in the others (so
+    that a machine speeding up or slowing down during the row weighs on both sides alike), each
+    side after ``warm`` untimed runs of its own. ``settle_s`` idle first: after a row's
+    throughput runs at concurrency 4 the whole machine ran slower for about 3 s (two servers,
+    one of them idle during the load, both answered MRI slices in 16-18 ms, then 13-14 ms),
+    which fell on the next row's first round (MRI rounds 2.29, 1.21, 1.11, 1.74, 1.06x in one
+    run). A pause after each side lets the reference session's spinning threads (onnxruntime's
+    default) stop before the next upload."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     path = ENDPOINTS[row.model]
     e2e: list[float] = []
     ref: list[float] = []
     statuses: dict[str, int] = {}
-    blocks: list[float] = []
+    rounds: list[float] = []
 
     def upload() -> None:
         post_once(conn, path, row.upload)
@@ -380,12 +380,12 @@ def side_by_side(
                 reference = references(n)
                 answered = uploads(n)
             if answered:
-                blocks.append(float(np.median(answered) / np.median(reference)))
+                rounds.append(float(np.median(answered) / np.median(reference)))
             e2e += answered
             ref += reference
     finally:
         conn.close()
-    return e2e, ref, dict(sorted(statuses.items())), blocks
+    return e2e, ref, dict(sorted(statuses.items())), rounds
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -573,7 +573,8 @@ def report(results: dict[str, Any]) -> str:
         f"{results['cores']} cores, one request at a time, e2e over HTTP (keep-alive, raw body; "
         "multipart where the row says) against the plain reference pipeline in process, in the "
         "same run, in rounds (one untimed and three timed requests, and as many reference "
-        "runs, the uploads first in odd rounds and the reference first in even ones; CT: the "
+        "runs, the uploads first in the first, third and fifth round, the reference in the "
+        "others; CT: the "
         f"three uploads, then the three reference runs), after {settle:g} s idle per row, "
         "so that both see the same machine. "
         f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end (other "
