@@ -11,6 +11,9 @@ change from noise).
 ``--a`` and ``--b`` are checkouts (default: this one); both run on this checkout's virtual
 environment and models. At concurrency 1 it prints the median latency of each and B/A; at
 ``-c`` > 1, requests/s and the median latency over alternating blocks of 16 × c requests.
+``--pairs N`` starts N fresh pairs of servers in turn and prints each row's median B/A over
+them: two servers of the same build gave B/A 0.978, 1.091, 1.013 and 1.010 on the MRI slice in
+four pairs here (2026-12-03), so one pair cannot tell a 5 % change from a server's luck.
 """
 
 from __future__ import annotations
@@ -83,6 +86,41 @@ def throughput(
     }
 
 
+def one_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, float]:
+    """Start servers A and B, measure every row on both, print each row's figures; B/A per
+    row (latency at concurrency 1, requests/s above it)."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {}
+        try:
+            for key, tree, env in (("A", args.a, args.a_env), ("B", args.b, args.b_env)):
+                log = Path(tmp) / f"{key}.log"
+                servers[key] = Server(ROOT / "models", log, None, _settings(env), tree.resolve())
+            ports = {k: s.port for k, s in servers.items()}
+            for row in rows:
+                if args.c == 1:
+                    ms = alternate(ports, row, args.n)
+                    out[row.name] = ms["B"] / ms["A"]
+                    print(
+                        f"{row.name:46s} A {ms['A']:8.2f} ms  B {ms['B']:8.2f} ms  "
+                        f"B/A {ms['B'] / ms['A']:.3f}",
+                        flush=True,
+                    )
+                else:
+                    t = throughput(ports, row, args.c, args.rounds)
+                    (ra, la), (rb, lb) = t["A"], t["B"]
+                    out[row.name] = rb / ra
+                    print(
+                        f"c={args.c} {row.name:42s} req/s A {ra:6.1f} B {rb:6.1f} "
+                        f"B/A {rb / ra:.3f} | p50 A {la:7.1f} B {lb:7.1f} ms",
+                        flush=True,
+                    )
+        finally:
+            for server in servers.values():
+                server.stop()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--a", type=Path, default=ROOT, help="checkout A (default: this one)")
@@ -95,38 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6, help="alternating blocks (c > 1)")
     parser.add_argument("--scale", type=float, default=1.0, help="film side scale (quick runs)")
     parser.add_argument("--ct-slices", type=int, default=300)
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="fresh server pairs in turn (> 1: median B/A)"
+    )
     args = parser.parse_args(argv)
     rows = [
         r
         for r in build_rows(args.scale, args.ct_slices)
         if not args.only or any(o in r.name for o in args.only)
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        servers = {}
-        try:
-            for key, tree, env in (("A", args.a, args.a_env), ("B", args.b, args.b_env)):
-                log = Path(tmp) / f"{key}.log"
-                servers[key] = Server(ROOT / "models", log, None, _settings(env), tree.resolve())
-            ports = {k: s.port for k, s in servers.items()}
-            for row in rows:
-                if args.c == 1:
-                    ms = alternate(ports, row, args.n)
-                    print(
-                        f"{row.name:46s} A {ms['A']:8.2f} ms  B {ms['B']:8.2f} ms  "
-                        f"B/A {ms['B'] / ms['A']:.3f}",
-                        flush=True,
-                    )
-                else:
-                    t = throughput(ports, row, args.c, args.rounds)
-                    (ra, la), (rb, lb) = t["A"], t["B"]
-                    print(
-                        f"c={args.c} {row.name:42s} req/s A {ra:6.1f} B {rb:6.1f} "
-                        f"B/A {rb / ra:.3f} | p50 A {la:7.1f} B {lb:7.1f} ms",
-                        flush=True,
-                    )
-        finally:
-            for server in servers.values():
-                server.stop()
+    ratios: dict[str, list[float]] = {row.name: [] for row in rows}
+    for pair in range(args.pairs):
+        if args.pairs > 1:
+            print(f"pair {pair + 1} of {args.pairs}", flush=True)
+        for name, ratio in one_pair(args, rows).items():
+            ratios[name].append(ratio)
+    if args.pairs > 1:
+        for name, values in ratios.items():
+            listed = ", ".join(f"{v:.3f}" for v in values)
+            print(f"{name:46s} B/A median {statistics.median(values):.3f} ({listed})", flush=True)
     return 0
 
 

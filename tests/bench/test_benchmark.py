@@ -155,4 +155,8 @@ def test_ab_compares_two_servers_side_by_side(tmp_path: Path) -> None:
         check=True, cwd=ROOT, timeout=300, capture_output=True, text=True,
     )  # fmt: skip
     assert one.stdout.count("B/A") == 1 and "phantom frame" in one.stdout
+    pairs = subprocess.run(
+        [*cmd, "--pairs", "2"], check=True, cwd=ROOT, timeout=300, capture_output=True, text=True
+    )
+    assert pairs.stdout.count("pair ") == 2 and pairs.stdout.count("B/A median") == 1
     assert two.stdout.startswith("c=2 ") and "req/s" in two.stdout
