@@ -180,8 +180,9 @@ def lean_route(path: str, model: type[Q], answer: Answer[Q]) -> Route:
     """``POST path`` as a plain Starlette route that calls ``answer`` with the request's
     services and query: the app puts these ahead of FastAPI's routes for the upload paths.
     FastAPI's route for the same path (the same ``answer``) stays for the OpenAPI document;
-    its dispatch (routing, dependency and parameter solving) cost 0.3-0.6 ms of a 13 ms MRI
-    request here (bench/ab.py: 0.95-0.98x without it, phantom DICOM frame 0.90x; issue 18)."""
+    its dispatch (routing 0.14 ms and parameter solving 0.22 ms in process) cost 0.3-0.6 ms of
+    a 13 ms MRI request here (bench/ab.py, one server pair: 0.95-0.98x without it, phantom
+    DICOM frame 0.90x; one pair can be 9 % off, ``--pairs``; issue 18)."""
 
     async def handle(request: Request) -> Response:
         request.scope["route"] = route  # the access log's and the metrics' endpoint label

@@ -285,6 +285,9 @@ def test_upload_paths_are_dispatched_by_their_lean_routes_which_answer_as_fastap
         return out
 
     lean_answers = answers()
+    metrics = served.get("/metrics").text  # the lean routes' answers under their templates
+    assert 'medserve_requests_total{endpoint="/segment/mri",status="200"} 2.0' in metrics
+    assert 'medserve_requests_total{endpoint="/classify/xray",status="422"} 2.0' in metrics
     del routes[: len(lean)]
     assert answers() == lean_answers
     assert lean_answers[-1][0] == 405
