@@ -18,9 +18,10 @@ position, slope/intercept), per-plane BILINEAR float32 resize to the model's pla
 equal depth chunks, the HU window, ``session.run``. e2e: one upload over a keep-alive connection
 timed by the client (median of 15; CT of 3) after a warm-up, taken in rounds with the reference
 (one untimed and three timed requests, and as many reference runs; the uploads first in one
-round, the reference first in the next), with a pause after each side and a few seconds idle
-before each row, so that a machine whose speed drifts (shared cores) shows in both columns
-alike; CT: the three uploads, then the three reference runs; throughput at concurrency 1, 2, 4.
+round, the reference first in the next), waiting after each side until both processes are
+quiet (onnxruntime's threads spin for ~40 ms after a run) and a few seconds idle before each
+row, so that a machine whose speed drifts (shared cores) shows in both columns alike; CT: the
+three uploads, then the three reference runs; throughput at concurrency 1, 2, 4.
 """
 
 from __future__ import annotations
@@ -325,8 +326,37 @@ def post_once(conn: http.client.HTTPConnection, path: str, upload: Upload) -> No
         raise RuntimeError(f"{path} answered {status}")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) that process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quiet(server_pid: int | None, slice_s: float = 0.01, limit_s: float = 0.5) -> float:
+    """Wait until this process and the server (``server_pid``) each use under a fifth of a
+    core over ``slice_s``, at most ``limit_s``; the seconds waited. onnxruntime's threads
+    spin after ``session.run`` by default: the reference session here kept one core busy for
+    about 40 ms after each run (2026-12-03), which fell on the uploads that followed it (the
+    client used 7-16 ms of CPU per MRI upload then, 0.4 ms otherwise)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        own, other = time.process_time(), _cpu_s(server_pid) if server_pid else 0.0
+        time.sleep(slice_s)
+        busy = time.process_time() - own
+        if server_pid:
+            busy = max(busy, _cpu_s(server_pid) - other)
+        if busy < slice_s / 5:
+            break
+    return time.perf_counter() - start
+
+
 def side_by_side(
-    port: int, row: Row, block: int, warm: int, pause_s: float = 0.05, settle_s: float = 0.0
+    port: int,
+    row: Row,
+    block: int,
+    warm: int,
+    settle_s: float = 0.0,
+    server_pid: int | None = None,
 ) -> tuple[list[float], list[float], dict[str, int], list[float]]:
     """e2e milliseconds of the answers that were 200, reference milliseconds, the statuses
     of the timed uploads and each round's ratio (the median of its uploads over the median of
@@ -337,8 +367,9 @@ def side_by_side(
     throughput runs at concurrency 4 the whole machine ran slower for about 3 s (two servers,
     one of them idle during the load, both answered MRI slices in 16-18 ms, then 13-14 ms),
     which fell on the next row's first round (MRI rounds 2.29, 1.21, 1.11, 1.74, 1.06x in one
-    run). A pause after each side lets the reference session's spinning threads (onnxruntime's
-    default) stop before the next upload."""
+    run). After each side, and after the first upload and reference run, it waits until both
+    processes are quiet (``quiet``), so that the reference session's spinning threads
+    (onnxruntime's default) have stopped before the next upload."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     path = ENDPOINTS[row.model]
     e2e: list[float] = []
@@ -358,19 +389,20 @@ def side_by_side(
             if status == 200:
                 answered.append((time.perf_counter() - t) * 1000)
             statuses[str(status)] = statuses.get(str(status), 0) + 1
-        time.sleep(pause_s)
+        quiet(server_pid)
         return answered
 
     def references(n: int) -> list[float]:
         timed_ms(row.reference, warm)
         runs = timed_ms(row.reference, n)
-        time.sleep(pause_s)
+        quiet(server_pid)
         return runs
 
     try:
         time.sleep(settle_s)
         upload()
         row.reference()
+        quiet(server_pid)
         for start in range(0, row.repeats, block):
             n = min(block, row.repeats - start)
             if (start // block) % 2 == 0:
@@ -512,7 +544,12 @@ def run(
                 # .nii and multipart rows took 1.9x and 1.7x longer than run back to back (once,
                 # 2026-12-02) while the uploads took as long as before: it flatters the service.
                 e2e_ms, ref_ms, statuses, rounds = side_by_side(
-                    server.port, row, row.repeats if ct else 3, 0 if ct else 1, settle_s=settle_s
+                    server.port,
+                    row,
+                    row.repeats if ct else 3,
+                    0 if ct else 1,
+                    settle_s=settle_s,
+                    server_pid=server.proc.pid,
                 )
                 e2e, ref = summary(e2e_ms), float(np.median(ref_ms))
                 entry = {

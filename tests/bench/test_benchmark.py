@@ -160,3 +160,34 @@ def test_ab_compares_two_servers_side_by_side(tmp_path: Path) -> None:
     )
     assert pairs.stdout.count("pair ") == 2 and pairs.stdout.count("B/A median") == 1
     assert two.stdout.startswith("c=2 ") and "req/s" in two.stdout
+
+
+def test_quiet_waits_while_either_process_is_busy() -> None:
+    """bench/hospital.py's ``quiet``: back at once when both processes idle; the whole limit
+    while a thread of this process, or the server process, keeps a core busy."""
+    import threading
+    import time
+
+    from hospital import quiet
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    assert quiet(None, slice_s=0.02, limit_s=1.0) < 0.5
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        assert quiet(None, slice_s=0.02, limit_s=0.3) >= 0.3
+    finally:
+        stop.set()
+        spinner.join()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.1)
+        assert quiet(busy.pid, slice_s=0.02, limit_s=0.3) >= 0.3
+    finally:
+        busy.kill()
+        busy.wait()
