@@ -228,6 +228,14 @@ def test_trigger_posts_once_and_skips_medserve_results(tmp_path: Path, recorder:
         storescu(pacs, [dicom_file("MR_small.dcm", tmp_path / "mr", study_uid=study_uid)])
         wait_until(lambda: len(recorder.posts()) >= 2, "no POST for the new series", pacs, WAIT_S)
         assert [p.path for p in recorder.posts()] == [f"/studies/{study_uid}/analyze"] * 2
+        # The trigger logs after medserve's answer reaches it, which can be after the POST
+        # is recorded here.
+        wait_until(
+            lambda: lua_lines(pacs, "analysis requested") >= 2,
+            "the trigger did not log the second request",
+            pacs,
+            WAIT_S,
+        )
         assert lua_lines(pacs, "analysis requested") == 2
         assert lua_lines(pacs, "error") == 0
 
