@@ -27,6 +27,7 @@ three uploads, then the three reference runs; throughput at concurrency 1, 2, 4.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import http.client
 import io
@@ -327,9 +328,13 @@ def post_once(conn: http.client.HTTPConnection, path: str, upload: Upload) -> No
 
 
 def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) that process ``pid`` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds that the threads of process ``pid`` now alive have run (schedstat, in
+    nanoseconds; /proc/<pid>/stat counts in 10 ms ticks, as coarse as the slices here)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that ended
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def quiet(server_pid: int | None, slice_s: float = 0.01, limit_s: float = 0.5) -> float:
