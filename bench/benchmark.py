@@ -403,7 +403,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rss_mb(pid: int) -> dict[str, float]:
+def memory_mb(pid: int) -> dict[str, float]:
+    """Process ``pid``'s resident memory now (``VmRSS``) and at its peak (``VmHWM``), MiB."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -478,7 +479,7 @@ class Server:
         raise SystemExit("server did not become ready in 90 s")
 
     def rss(self) -> dict[str, float]:
-        return _rss_mb(self.proc.pid)
+        return memory_mb(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

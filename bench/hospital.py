@@ -51,7 +51,15 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from benchmark import ENDPOINTS, Server, Upload, load, summary, write_section  # noqa: E402
+from benchmark import (  # noqa: E402
+    ENDPOINTS,
+    Server,
+    Upload,
+    load,
+    memory_mb,
+    summary,
+    write_section,
+)
 
 BURST_UPLOADS, BURST_BUDGET_MB = 24, 1024
 
@@ -343,14 +351,12 @@ def quiet(server_pid: int | None, slice_s: float = 0.01, limit_s: float = 0.5) -
     spin after ``session.run`` by default: the reference session here kept one core busy for
     about 40 ms after each run (2026-12-03), which fell on the uploads that followed it (the
     client used 7-16 ms of CPU per MRI upload then, 0.4 ms otherwise)."""
+    pids = [os.getpid()] + ([server_pid] if server_pid else [])
     start = time.perf_counter()
     while time.perf_counter() - start < limit_s:
-        own, other = time.process_time(), _cpu_s(server_pid) if server_pid else 0.0
+        before = [_cpu_s(pid) for pid in pids]
         time.sleep(slice_s)
-        busy = time.process_time() - own
-        if server_pid:
-            busy = max(busy, _cpu_s(server_pid) - other)
-        if busy < slice_s / 5:
+        if all(_cpu_s(pid) - b < slice_s / 5 for pid, b in zip(pids, before, strict=True)):
             break
     return time.perf_counter() - start
 
@@ -425,20 +431,6 @@ def side_by_side(
     return e2e, ref, dict(sorted(statuses.items())), rounds
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
-
-
-def _rss_now_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def burst(upload: Upload, n: int, budget_mb: int, tmp: Path) -> dict[str, Any]:
     """``n`` concurrent uploads of ``upload`` (a large CT) to a server whose in-flight budget is
     ``budget_mb``: how many were served, refused (503 with Retry-After) or lost (a reset, a
@@ -455,7 +447,7 @@ def burst(upload: Upload, n: int, budget_mb: int, tmp: Path) -> dict[str, Any]:
         load(server.port, [(path, upload)] * 2, 1, None)  # warm-up: one CT through each stage
         time.sleep(1.0)
         pid = server.proc.pid
-        idle = _rss_now_mb(pid)
+        idle = memory_mb(pid)["VmRSS"]
         reset = True
         try:
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
@@ -466,7 +458,7 @@ def burst(upload: Upload, n: int, budget_mb: int, tmp: Path) -> dict[str, Any]:
 
         def sample() -> None:
             while not done.is_set():
-                sampled.append(_rss_now_mb(pid))
+                sampled.append(memory_mb(pid)["VmRSS"])
                 time.sleep(0.005)
 
         outcomes: list[str] = []
@@ -507,7 +499,7 @@ def burst(upload: Upload, n: int, budget_mb: int, tmp: Path) -> dict[str, Any]:
         wall = time.perf_counter() - started
         done.set()
         sampler.join()
-        peak = _peak_rss_mb(pid) if reset else max(sampled)
+        peak = memory_mb(pid)["VmHWM"] if reset else max(sampled)
     finally:
         server.stop()
     counts = {k: outcomes.count(k) for k in sorted(set(outcomes))}

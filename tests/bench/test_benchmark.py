@@ -184,6 +184,13 @@ def test_quiet_waits_while_either_process_is_busy() -> None:
     finally:
         stop.set()
         spinner.join()
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.3)
+        assert quiet(idle.pid, slice_s=0.02, limit_s=1.0) < 0.5
+    finally:
+        idle.kill()
+        idle.wait()
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.1)
