@@ -40,7 +40,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in the service
 
@@ -66,6 +66,7 @@ BURST_UPLOADS, BURST_BUDGET_MB = 24, 1024
 BEGIN, END = "<!-- hospital:begin -->", "<!-- hospital:end -->"
 TARGET, CT_TARGET = 1.25, 1.0
 SETTLE_S = 3.0  # default seconds idle before each row (side_by_side)
+KEEP_ALIVE_S = 5.0  # the server's MEDSERVE_KEEP_ALIVE_SECONDS (its default; side_by_side)
 
 
 @dataclass
@@ -319,20 +320,41 @@ def timed_ms(fn: Callable[[], object], repeats: int) -> list[float]:
     return samples
 
 
-def post_status(conn: http.client.HTTPConnection, path: str, upload: Upload) -> int:
-    """One upload over ``conn`` (kept alive), the answer read; its status."""
+def post_answer(conn: http.client.HTTPConnection, path: str, upload: Upload) -> tuple[int, bytes]:
+    """One upload over ``conn`` (kept alive); the answer's status and body."""
     headers = {"Content-Type": upload.content_type, "Accept": "application/json"}
     conn.request("POST", path, body=upload.data, headers=headers)
     response = conn.getresponse()
-    response.read()
-    return response.status
+    return response.status, response.read()
 
 
 def post_once(conn: http.client.HTTPConnection, path: str, upload: Upload) -> None:
     """One upload that must answer 200 (a warm-up, or a tool that needs every answer)."""
-    status = post_status(conn, path, upload)
+    status, _ = post_answer(conn, path, upload)
     if status != 200:
         raise RuntimeError(f"{path} answered {status}")
+
+
+# The service's own stages (its answer's ``timing_ms``), and what the client measured beyond
+# them: HTTP both ways, the event loop, routing, admission, the audit row, the JSON answer.
+STAGES = ("decode", "preprocess", "inference", "postprocess")
+
+
+def stage_split(e2e_ms: float, body: bytes) -> dict[str, float]:
+    """One answer's stage milliseconds (``STAGES``), its ``total`` and ``outside`` (the
+    client's e2e minus the service's total)."""
+    timing = json.loads(body)["timing_ms"]
+    split = {k: float(timing[k]) for k in (*STAGES, "total")}
+    split["outside"] = e2e_ms - split["total"]
+    return split
+
+
+def median_split(splits: list[dict[str, float]]) -> dict[str, float]:
+    """Each stage's median over the answers (not a split of the e2e median: the medians of
+    the parts need not add up to it)."""
+    if not splits:
+        return {}
+    return {k: float(np.median([s[k] for s in splits])) for k in splits[0]}
 
 
 def _cpu_s(pid: int) -> float:
@@ -361,6 +383,16 @@ def quiet(server_pid: int | None, slice_s: float = 0.01, limit_s: float = 0.5) -
     return time.perf_counter() - start
 
 
+class Sides(NamedTuple):
+    """One row measured side by side (``side_by_side``)."""
+
+    e2e_ms: list[float]  # the timed uploads that answered 200
+    reference_ms: list[float]
+    statuses: dict[str, int]  # of the timed uploads
+    rounds: list[float]  # each round's e2e median over its reference median
+    splits: list[dict[str, float]]  # each 200 answer's stages (``stage_split``)
+
+
 def side_by_side(
     port: int,
     row: Row,
@@ -368,37 +400,52 @@ def side_by_side(
     warm: int,
     settle_s: float = 0.0,
     server_pid: int | None = None,
-) -> tuple[list[float], list[float], dict[str, int], list[float]]:
-    """e2e milliseconds of the answers that were 200, reference milliseconds, the statuses
-    of the timed uploads and each round's ratio (the median of its uploads over the median of
-    its reference runs); ``row.repeats`` of each side, in rounds of ``block`` of each, the
-    uploads first in the first, third, ... round and the reference first in the others (so
-    that a machine speeding up or slowing down during the row weighs on both sides alike), each
-    side after ``warm`` untimed runs of its own. ``settle_s`` idle first: after a row's
-    throughput runs at concurrency 4 the whole machine ran slower for about 3 s (two servers,
-    one of them idle during the load, both answered MRI slices in 16-18 ms, then 13-14 ms),
-    which fell on the next row's first round (MRI rounds 2.29, 1.21, 1.11, 1.74, 1.06x in one
-    run). After each side, and after the first upload and reference run, it waits until both
-    processes are quiet (``quiet``), so that the reference session's spinning threads
-    (onnxruntime's default) have stopped before the next upload."""
+    keep_alive_s: float = KEEP_ALIVE_S,
+) -> Sides:
+    """The row's uploads and reference runs (``Sides``): ``row.repeats`` of each, in rounds
+    of ``block`` of each, the uploads first in the first, third, ... round and the reference
+    first in the others (so that a machine speeding up or slowing down during the row weighs
+    on both sides alike), each side after ``warm`` untimed runs of its own. ``settle_s`` idle
+    first: after a row's throughput runs at concurrency 4 the whole machine ran slower for
+    about 3 s (two servers, one of them idle during the load, both answered MRI slices in
+    16-18 ms, then 13-14 ms), which fell on the next row's first round (MRI rounds 2.29, 1.21,
+    1.11, 1.74, 1.06x in one run). After each side, and after the first upload and reference
+    run, it waits until both processes are quiet (``quiet``), so that the reference session's
+    spinning threads (onnxruntime's default) have stopped before the next upload."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     path = ENDPOINTS[row.model]
     e2e: list[float] = []
     ref: list[float] = []
     statuses: dict[str, int] = {}
     rounds: list[float] = []
+    splits: list[dict[str, float]] = []
+    last_answer = [time.monotonic()]
+
+    def reconnect_if_idle() -> None:
+        # The server closes a connection idle for its keep-alive timeout (``keep_alive_s``):
+        # after a long reference side (a CT row's, 2-6 s here) the next upload would write into
+        # a closed socket. A closed HTTPConnection opens anew on its next request: on a 2D row
+        # the warm-up upload carries the connect, on a CT row the first timed upload (a
+        # fraction of a millisecond against 0.5-1.3 s).
+        if time.monotonic() - last_answer[0] > keep_alive_s / 2:
+            conn.close()
 
     def upload() -> None:
+        reconnect_if_idle()
         post_once(conn, path, row.upload)
+        last_answer[0] = time.monotonic()
 
     def uploads(n: int) -> list[float]:
+        reconnect_if_idle()
         timed_ms(upload, warm)
         answered = []
         for _ in range(n):
             t = time.perf_counter()
-            status = post_status(conn, path, row.upload)
+            status, body = post_answer(conn, path, row.upload)
+            last_answer[0] = time.monotonic()
             if status == 200:
                 answered.append((time.perf_counter() - t) * 1000)
+                splits.append(stage_split(answered[-1], body))
             statuses[str(status)] = statuses.get(str(status), 0) + 1
         quiet(server_pid)
         return answered
@@ -428,7 +475,7 @@ def side_by_side(
             ref += reference
     finally:
         conn.close()
-    return e2e, ref, dict(sorted(statuses.items())), rounds
+    return Sides(e2e, ref, dict(sorted(statuses.items())), rounds, splits)
 
 
 def burst(upload: Upload, n: int, budget_mb: int, tmp: Path) -> dict[str, Any]:
@@ -540,7 +587,7 @@ def run(
                 # CT: the uploads, then the reference. Interleaved one by one, the reference's
                 # .nii and multipart rows took 1.9x and 1.7x longer than run back to back (once,
                 # 2026-12-02) while the uploads took as long as before: it flatters the service.
-                e2e_ms, ref_ms, statuses, rounds = side_by_side(
+                e2e_ms, ref_ms, statuses, rounds, splits = side_by_side(
                     server.port,
                     row,
                     row.repeats if ct else 3,
@@ -558,6 +605,7 @@ def run(
                     "reference_ms": ref,
                     "ratio": e2e.get("p50", float("nan")) / ref,
                     "round_ratios": rounds,
+                    "stages_ms": median_split(splits),
                 }
                 if throughput and row.model != "covid_ct":
                     entry["throughput_rps"] = {
@@ -634,6 +682,7 @@ def report(results: dict[str, Any]) -> str:
             f"| {r['reference_ms']:.1f} ms | {r['ratio']:.2f}× | {spread} "
             f"| ≤ {target} ({verdict}) | {rps_text} |"
         )
+    lines += _split_table(results["rows"])
     if results.get("bursts"):
         lines += [
             "",
@@ -657,6 +706,31 @@ def report(results: dict[str, Any]) -> str:
             )
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _split_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Where the service's time goes, per row: its stages' medians over the timed answers
+    (the answer's ``timing_ms``) and what the client measured outside them."""
+    rows = [r for r in rows if r.get("stages_ms")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Where the service's time goes: the medians over the timed answers of each stage the "
+        "service reports (`timing_ms`; postprocess includes the OOD check) and of what the "
+        "client measured outside them (HTTP both ways, the event loop, routing, admission, "
+        "the audit row, the JSON answer). Medians of parts need not add up to the e2e median.",
+        "",
+        "| input | decode | preprocess | inference | postprocess | outside | e2e p50 | reference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        st = r["stages_ms"]
+        cells = " | ".join(f"{st[k]:.2f}" for k in (*STAGES, "outside"))
+        lines.append(
+            f"| {r['row']} | {cells} | {r['e2e_ms'].get('p50', 0):.2f} | {r['reference_ms']:.2f} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

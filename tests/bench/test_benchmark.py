@@ -137,11 +137,18 @@ def test_hospital_benchmark_runs_small(tmp_path: Path) -> None:
     for r in results["rows"]:  # 2D: 15 uploads in rounds of 3; CT: one round of 3
         assert len(r["round_ratios"]) == (1 if r["model"] == "covid_ct" else 5)
         assert all(b > 0 for b in r["round_ratios"])
+        stages = r["stages_ms"]  # the service's own split of its answers
+        assert set(stages) == {"decode", "preprocess", "inference", "postprocess", "total",
+                               "outside"}  # fmt: skip
+        assert stages["inference"] > 0 and stages["total"] >= stages["inference"]
+        assert 0 < stages["outside"] < r["e2e_ms"]["p95"]
     assert [b["row"].split()[-1] for b in results["bursts"]] == [".nii", "slices"]
     for b in results["bursts"]:  # small uploads: all fit the budget
         assert b["outcomes"] == {"served": 3} and b["lost"] == 0
         assert b["peak_rss_mb"] >= b["idle_rss_mb"] > 0
-    assert "Hospital-sized inputs" in out.read_text() and "Memory under a burst" in out.read_text()
+    text = out.read_text()
+    assert "Hospital-sized inputs" in text and "Memory under a burst" in text
+    assert "Where the service's time goes" in text
 
 
 def test_ab_compares_two_servers_side_by_side(tmp_path: Path) -> None:
@@ -200,3 +207,34 @@ print("ok")
         timeout=60,
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_side_by_side_survives_a_reference_longer_than_the_keep_alive(tmp_path: Path) -> None:
+    """A reference side longer than the server's keep-alive timeout (a CT row's on a slow
+    machine): the next uploads go over a fresh connection instead of a closed socket."""
+    import io
+    import time
+
+    from benchmark import Server, Upload
+    from hospital import Row, side_by_side
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(buf, "PNG")
+    calls = []
+
+    def slow_reference() -> None:
+        calls.append(1)
+        time.sleep(1.5)
+
+    row = Row("MRI 64x64", "brain_tumor_mri", Upload("m.png", "image/png", buf.getvalue(), "MRI"),
+              slow_reference, 2)  # fmt: skip
+    server = Server(ROOT / "models", tmp_path / "server.log", None,
+                    {"MEDSERVE_KEEP_ALIVE_SECONDS": "1"})  # fmt: skip
+    try:
+        sides = side_by_side(server.port, row, 1, 0, server_pid=server.proc.pid, keep_alive_s=1)
+    finally:
+        server.stop()
+    assert sides.statuses == {"200": 2} and len(sides.e2e_ms) == 2
+    assert len(calls) == 3 and len(sides.rounds) == 2
+    assert all(s["inference"] > 0 for s in sides.splits)
