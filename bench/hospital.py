@@ -21,7 +21,9 @@ timed by the client (median of 15; CT of 3) after a warm-up, taken in rounds wit
 round, the reference first in the next), waiting after each side until both processes are
 quiet (onnxruntime's threads spin for ~40 ms after a run) and a few seconds idle before each
 row, so that a machine whose speed drifts (shared cores) shows in both columns alike; CT: the
-three uploads, then the three reference runs; throughput at concurrency 1, 2, 4.
+three uploads, then the three reference runs; throughput at concurrency 1, 2, 4. Each row also
+gets the service's own stage split: the medians of its answers' ``timing_ms`` stages and of what
+the client measured outside them (HTTP, the event loop, routing, admission, the answer).
 """
 
 from __future__ import annotations
@@ -426,7 +428,7 @@ def side_by_side(
         # after a long reference side (a CT row's, 2-6 s here) the next upload would write into
         # a closed socket. A closed HTTPConnection opens anew on its next request: on a 2D row
         # the warm-up upload carries the connect, on a CT row the first timed upload (a
-        # fraction of a millisecond against 0.5-1.3 s).
+        # fraction of a millisecond against 0.5-1.9 s).
         if time.monotonic() - last_answer[0] > keep_alive_s / 2:
             conn.close()
 
