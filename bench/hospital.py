@@ -385,6 +385,29 @@ def quiet(server_pid: int | None, slice_s: float = 0.01, limit_s: float = 0.5) -
     return time.perf_counter() - start
 
 
+class KeptAlive(http.client.HTTPConnection):
+    """A keep-alive connection that opens anew when it has been idle for ``idle_s``. The
+    server closes a connection idle for its keep-alive timeout: after a long reference side
+    (a CT row's, 2-6 s here) the next upload would write into a closed socket. On a 2D row the
+    warm-up upload carries the new connect, on a CT row the first timed upload (a fraction of
+    a millisecond against 0.5-1.9 s)."""
+
+    def __init__(self, host: str, port: int, timeout: float, idle_s: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.idle_s = idle_s
+        self._last_answer = time.monotonic()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if time.monotonic() - self._last_answer > self.idle_s:
+            self.close()  # the next send connects again
+        super().request(*args, **kwargs)
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        response = super().getresponse()
+        self._last_answer = time.monotonic()
+        return response
+
+
 class Sides(NamedTuple):
     """One row measured side by side (``side_by_side``)."""
 
@@ -414,37 +437,23 @@ def side_by_side(
     1.11, 1.74, 1.06x in one run). After each side, and after the first upload and reference
     run, it waits until both processes are quiet (``quiet``), so that the reference session's
     spinning threads (onnxruntime's default) have stopped before the next upload."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn = KeptAlive("127.0.0.1", port, timeout=600, idle_s=keep_alive_s / 2)
     path = ENDPOINTS[row.model]
     e2e: list[float] = []
     ref: list[float] = []
     statuses: dict[str, int] = {}
     rounds: list[float] = []
     splits: list[dict[str, float]] = []
-    last_answer = [time.monotonic()]
-
-    def reconnect_if_idle() -> None:
-        # The server closes a connection idle for its keep-alive timeout (``keep_alive_s``):
-        # after a long reference side (a CT row's, 2-6 s here) the next upload would write into
-        # a closed socket. A closed HTTPConnection opens anew on its next request: on a 2D row
-        # the warm-up upload carries the connect, on a CT row the first timed upload (a
-        # fraction of a millisecond against 0.5-1.9 s).
-        if time.monotonic() - last_answer[0] > keep_alive_s / 2:
-            conn.close()
 
     def upload() -> None:
-        reconnect_if_idle()
         post_once(conn, path, row.upload)
-        last_answer[0] = time.monotonic()
 
     def uploads(n: int) -> list[float]:
-        reconnect_if_idle()
         timed_ms(upload, warm)
         answered = []
         for _ in range(n):
             t = time.perf_counter()
             status, body = post_answer(conn, path, row.upload)
-            last_answer[0] = time.monotonic()
             if status == 200:
                 answered.append((time.perf_counter() - t) * 1000)
                 splits.append(stage_split(answered[-1], body))
