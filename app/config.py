@@ -94,6 +94,16 @@ class Settings(BaseSettings):
             "the cores). Costs about 10 MB per model"
         ),
     )
+    ort_pin_when_alone: bool = Field(
+        True,
+        description=(
+            "During a run on the spinning session (the only inference in flight) the calling "
+            "thread and each onnxruntime intra-op thread run on a core of their own: left to "
+            "the scheduler, the intra-op thread often shared the caller's core while the other "
+            "stayed idle, and the run took two to three times as long. Only where the process "
+            "may use at least as many cores as a model has threads"
+        ),
+    )
     runtime: RuntimeSetting = Field(
         "auto",
         description=(

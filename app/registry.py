@@ -27,9 +27,11 @@ from app.imaging.ood import OodStats
 from app.imaging.ood import score as ood_score
 from app.runtime import (
     AloneAwareRunner,
+    CorePlan,
     Runner,
     Runtime,
     choose_runner,
+    core_plan,
     max_difference,
     requested_runtime,
 )
@@ -136,9 +138,15 @@ def _choose_version(model_dir: Path, pinned: str | None) -> tuple[str | None, st
     return versions[-1], None
 
 
+def alone_core_plan(settings: Settings) -> CorePlan | None:
+    """Where a run alone puts its threads (``settings.ort_pin_when_alone``), or None."""
+    return core_plan(settings.intra_op_threads) if settings.ort_pin_when_alone else None
+
+
 def session_options(settings: Settings, alone: bool = False) -> ort.SessionOptions:
     """The service's session options; ``alone``: the threads spin during a run (for a run that
-    is the only inference in flight, ``app.runtime.AloneAwareRunner``)."""
+    is the only inference in flight, ``app.runtime.AloneAwareRunner``), each intra-op thread on
+    its core of ``alone_core_plan``."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.intra_op_threads
     opts.inter_op_num_threads = settings.ort_inter_op_threads
@@ -150,6 +158,11 @@ def session_options(settings: Settings, alone: bool = False) -> ort.SessionOptio
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if alone:
         opts.add_session_config_entry("session.force_spinning_stop", "1")
+        plan = alone_core_plan(settings)
+        if plan is not None:
+            opts.add_session_config_entry(
+                "session.intra_op_thread_affinities", plan.ort_affinities()
+            )
     opts.log_severity_level = 3
     return opts
 
@@ -315,7 +328,9 @@ def _add_alone_session(
             extra={"event": "runtime", "model": entry.name, "reason": problem},
         )
         return
-    entry.runner = AloneAwareRunner(entry.session, alone, alone_now)
+    plan = alone_core_plan(settings)
+    caller = None if plan is None else plan.caller
+    entry.runner = AloneAwareRunner(entry.session, alone, alone_now, caller_cpu=caller)
 
 
 def measure_explain_latency(entry: ModelEntry, graph_batch: object, batch: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -97,21 +98,74 @@ class AloneAwareRunner:
     says this inference is the only one in flight, else ``shared`` (threads that sleep between
     runs and sections). Both run the same graph with the same threads and optimisation, so the
     outputs are the same; ``runs`` counts which one ran (for tests and diagnosis: not locked,
-    so concurrent runs may miss a count)."""
+    so concurrent runs may miss a count). With ``caller_cpu`` (``CorePlan.caller``: the
+    ``alone`` session's intra-op threads are pinned to the other cores of the plan) a run
+    alone holds its calling thread on that core, and gives the thread its own cores back
+    after."""
 
-    def __init__(self, shared: Runner, alone: Runner, alone_now: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        shared: Runner,
+        alone: Runner,
+        alone_now: Callable[[], bool],
+        caller_cpu: int | None = None,
+    ) -> None:
         self.shared = shared
         self.alone = alone
         self._alone_now = alone_now
+        self.caller_cpu = caller_cpu
         self.runs = {"alone": 0, "shared": 0}
 
     def run(
         self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]
     ) -> list[Any]:
-        mode = "alone" if self._alone_now() else "shared"
-        self.runs[mode] += 1
-        runner = self.alone if mode == "alone" else self.shared
-        return runner.run(output_names, input_feed)
+        if not self._alone_now():
+            self.runs["shared"] += 1
+            return self.shared.run(output_names, input_feed)
+        self.runs["alone"] += 1
+        if self.caller_cpu is None:
+            return self.alone.run(output_names, input_feed)
+        own = os.sched_getaffinity(0)  # this thread's (pid 0: the calling thread on Linux)
+        try:
+            os.sched_setaffinity(0, {self.caller_cpu})
+        except OSError:  # the core was taken from the process since load: run unpinned
+            return self.alone.run(output_names, input_feed)
+        try:
+            return self.alone.run(output_names, input_feed)
+        finally:
+            os.sched_setaffinity(0, own)
+
+
+# Why a run alone pins its threads (``Settings.ort_pin_when_alone``): the phantom frame model's
+# run took 3.1-4.0 ms in some uploads and 9-11 ms in others, half of them in a bench/hospital.py
+# row (2026-12-06, 2 cores). In the slow runs /proc showed a core idle during the run and both
+# threads (the caller and onnxruntime's one intra-op thread, spinning) using more CPU time
+# than the whole run in the fast ones: they shared one core until the scheduler moved one of
+# them, a tick or more later. Pinned (the caller to one core, the intra-op thread to the
+# other) no run in that row took over 7 ms (median 3.9 ms), the row's e2e / reference 1.43 ->
+# 1.19x in the same harness.
+@dataclass(frozen=True)
+class CorePlan:
+    """Where a run alone puts its threads: the caller on ``caller``, onnxruntime's intra-op
+    pool threads one on each of ``pool`` (CPU numbers as the kernel counts them)."""
+
+    caller: int
+    pool: tuple[int, ...]
+
+    def ort_affinities(self) -> str:
+        """``session.intra_op_thread_affinities``: one entry per pool thread, ``;``-separated,
+        each processor counted from 1 (onnxruntime's numbering: "2" is CPU 1)."""
+        return ";".join(str(cpu + 1) for cpu in self.pool)
+
+
+def core_plan(threads: int, cpus: set[int] | None = None) -> CorePlan | None:
+    """A core of its own for the caller and each of the ``threads - 1`` intra-op threads,
+    from ``cpus`` (default: the cores this process may use), lowest first; None for one
+    thread, or when there are fewer cores than threads (pinned threads would share one)."""
+    allowed = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
+    if threads < 2 or len(allowed) < threads:
+        return None
+    return CorePlan(allowed[0], tuple(allowed[1:threads]))
 
 
 def requested_runtime(

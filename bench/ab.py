@@ -7,10 +7,14 @@ change from noise).
     .venv/bin/python bench/ab.py --a /tmp/base --only MRI --only phantom
     .venv/bin/python bench/ab.py --b-env MEDSERVE_ORT_SPIN_WHEN_ALONE=false   # a setting
     .venv/bin/python bench/ab.py --a /tmp/base -c 2                            # requests/s
+    .venv/bin/python bench/ab.py --b-env MEDSERVE_ORT_PIN_WHEN_ALONE=false --gap-ms 20
 
 ``--a`` and ``--b`` are checkouts (default: this one); both run on this checkout's virtual
 environment and models. At concurrency 1 it prints the median latency of each and B/A; at
 ``-c`` > 1, requests/s and the median latency over alternating blocks of 16 × c requests.
+``--gap-ms`` leaves the machine idle after each upload, as a stream of frames does: some
+effects show only then (threads that the scheduler puts on one core after an idle spell, see
+``Settings.ort_pin_when_alone``) and not in uploads back to back.
 ``--pairs N`` starts N fresh pairs of servers in turn and prints each row's median B/A over
 them: two servers of the same build gave B/A 0.978, 1.091, 1.013 and 1.010 on the MRI slice in
 four pairs here (2026-12-03), so one pair cannot tell a 5 % change from a server's luck.
@@ -44,8 +48,9 @@ def _settings(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def alternate(ports: dict[str, int], row: Row, n: int) -> dict[str, float]:
-    """Median ms per server, ``n`` uploads each, one at a time, alternating (ABBA order)."""
+def alternate(ports: dict[str, int], row: Row, n: int, gap_s: float = 0.0) -> dict[str, float]:
+    """Median ms per server, ``n`` uploads each, one at a time, alternating (ABBA order),
+    ``gap_s`` idle after each (a frame stream rather than uploads back to back)."""
     conns = {k: http.client.HTTPConnection("127.0.0.1", p, timeout=600) for k, p in ports.items()}
     samples: dict[str, list[float]] = {k: [] for k in ports}
     path = ENDPOINTS[row.model]
@@ -56,6 +61,7 @@ def alternate(ports: dict[str, int], row: Row, n: int) -> dict[str, float]:
                 post_once(conns[k], path, row.upload)
                 if i >= 2:
                     samples[k].append((time.perf_counter() - t) * 1000)
+                time.sleep(gap_s)
     finally:
         for conn in conns.values():
             conn.close()
@@ -99,7 +105,7 @@ def one_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, float]:
             ports = {k: s.port for k, s in servers.items()}
             for row in rows:
                 if args.c == 1:
-                    ms = alternate(ports, row, args.n)
+                    ms = alternate(ports, row, args.n, args.gap_ms / 1000)
                     out[row.name] = ms["B"] / ms["A"]
                     print(
                         f"{row.name:46s} A {ms['A']:8.2f} ms  B {ms['B']:8.2f} ms  "
@@ -130,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="rows whose name contains this")
     parser.add_argument("-n", type=int, default=40, help="uploads per server and row (c=1)")
     parser.add_argument("-c", type=int, default=1, help="concurrency (> 1: requests/s)")
+    parser.add_argument(
+        "--gap-ms", type=float, default=0.0, help="idle after each upload (c=1): a frame stream"
+    )
     parser.add_argument("--rounds", type=int, default=6, help="alternating blocks (c > 1)")
     parser.add_argument("--scale", type=float, default=1.0, help="film side scale (quick runs)")
     parser.add_argument("--ct-slices", type=int, default=300)

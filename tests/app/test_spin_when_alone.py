@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from app.limiter import InferenceLimiter
 from app.main import create_app
 from app.metrics import Metrics
 from app.registry import ModelEntry, load_entry, session_options
-from app.runtime import AloneAwareRunner
+from app.runtime import AloneAwareRunner, CorePlan, core_plan
 from tests.integration import media
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -120,3 +122,83 @@ def test_a_lone_upload_runs_on_the_spinning_session() -> None:
         runner = client.app.state.registry.get("brain_tumor_mri").runner  # type: ignore[attr-defined]
         assert isinstance(runner, AloneAwareRunner)
         assert runner.runs["alone"] == 1 and runner.runs["shared"] == 0
+
+
+def test_the_core_plan_gives_the_caller_and_each_intra_op_thread_a_core_of_its_own() -> None:
+    plan = core_plan(2, {3, 5, 9})
+    assert plan == CorePlan(3, (5,)) and plan.ort_affinities() == "6"  # onnxruntime counts from 1
+    assert core_plan(3, {0, 1, 2, 3}) == CorePlan(0, (1, 2))
+    assert core_plan(3, {0, 1, 2, 3}).ort_affinities() == "2;3"  # type: ignore[union-attr]
+    assert core_plan(3, {0, 1}) is None  # fewer cores than threads: pinned threads would share
+    assert core_plan(1, {0, 1}) is None  # one thread: nothing to keep apart
+
+
+def _cpus_allowed(tid: str) -> set[int]:
+    text = Path(f"/proc/self/task/{tid}/status").read_text()
+    listed = text.split("Cpus_allowed_list:")[1].split()[0]
+    cpus: set[int] = set()
+    for part in listed.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def _threads() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two cores")
+def test_a_run_alone_holds_its_caller_on_one_core_and_the_intra_op_thread_on_another() -> None:
+    """The twin's intra-op thread is pinned at load (read back from /proc), the caller is held
+    on the plan's core during a run alone only, and gets its own cores back after; a shared
+    run and the shared session's threads are left to the scheduler."""
+    own = os.sched_getaffinity(0)
+    plan = core_plan(2)
+    assert plan is not None
+    before = _threads()
+    entry = _entry(
+        "phantom_tumor_xray", alone := [True], runtime="onnxruntime", ort_intra_op_threads=2
+    )
+    runner = entry.runner
+    assert isinstance(runner, AloneAwareRunner) and runner.caller_cpu == plan.caller
+    pinned = {tid for tid in _threads() - before if _cpus_allowed(tid) == set(plan.pool)}
+    assert len(pinned) == 1  # the twin's one pool thread; the shared session's stays free
+
+    seen: list[set[int]] = []
+
+    class Recording:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def run(self, names: object, feeds: object) -> list[object]:
+            seen.append(os.sched_getaffinity(0))
+            return self.inner.run(names, feeds)  # type: ignore[attr-defined,no-any-return]
+
+    runner.alone, runner.shared = Recording(runner.alone), Recording(runner.shared)  # type: ignore[assignment]
+    assert entry.card is not None and entry.input_name is not None
+    x = np.zeros([1, *entry.card.input.shape[1:]], dtype=np.float32)
+
+    def on_a_worker() -> None:
+        runner.run(None, {entry.input_name: x})  # type: ignore[dict-item]
+        seen.append(os.sched_getaffinity(0))
+
+    for lone in (True, False):
+        alone[0] = lone
+        worker = threading.Thread(target=on_a_worker)
+        worker.start()
+        worker.join()
+    assert seen == [{plan.caller}, own, own, own]  # alone: held, then freed; shared: free
+    assert os.sched_getaffinity(0) == own
+
+
+def test_without_pinning_the_twin_and_its_runs_are_left_to_the_scheduler() -> None:
+    key = "session.intra_op_thread_affinities"
+    on = session_options(Settings(ort_intra_op_threads=2), alone=True)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert on.get_session_config_entry(key) == core_plan(2).ort_affinities()  # type: ignore[union-attr]
+    off = session_options(Settings(ort_pin_when_alone=False, ort_intra_op_threads=2), alone=True)
+    with pytest.raises(RuntimeError):  # onnxruntime: no such entry
+        off.get_session_config_entry(key)
+    assert _entry("brain_tumor_mri", [True], ort_pin_when_alone=False).runner.caller_cpu is None  # type: ignore[union-attr]
+    one_thread = _entry("brain_tumor_mri", [True], ort_intra_op_threads=1)
+    assert one_thread.runner.caller_cpu is None  # type: ignore[union-attr]
