@@ -14,6 +14,7 @@ the one runtime the model reports.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -133,7 +134,8 @@ class AloneAwareRunner:
         try:
             return self.alone.run(output_names, input_feed)
         finally:
-            os.sched_setaffinity(0, own)
+            with contextlib.suppress(OSError):  # cores gone meanwhile: the thread stays held
+                os.sched_setaffinity(0, own)
 
 
 # Why a run alone pins its threads (``Settings.ort_pin_when_alone``): the phantom frame model's

@@ -202,3 +202,19 @@ def test_without_pinning_the_twin_and_its_runs_are_left_to_the_scheduler() -> No
     assert _entry("brain_tumor_mri", [True], ort_pin_when_alone=False).runner.caller_cpu is None  # type: ignore[union-attr]
     one_thread = _entry("brain_tumor_mri", [True], ort_intra_op_threads=1)
     assert one_thread.runner.caller_cpu is None  # type: ignore[union-attr]
+
+
+def test_a_caller_core_the_process_may_not_use_runs_alone_unpinned() -> None:
+    """A core taken from the process after load (cpuset shrunk): the kernel refuses to hold
+    the caller there, and the run goes on, unpinned, with the same outputs."""
+    entry = _entry("brain_tumor_mri", [True], runtime="onnxruntime")
+    runner = entry.runner
+    assert isinstance(runner, AloneAwareRunner)
+    runner.caller_cpu = max(os.sched_getaffinity(0)) + 4096  # no such core here
+    assert entry.card is not None and entry.input_name is not None
+    x = np.random.default_rng(1).random([1, *entry.card.input.shape[1:]], dtype=np.float32)
+    own = os.sched_getaffinity(0)
+    out = runner.run(None, {entry.input_name: x})
+    assert os.sched_getaffinity(0) == own and runner.runs["alone"] == 1
+    for a, b in zip(entry.session.run(None, {entry.input_name: x}), out, strict=True):  # type: ignore[union-attr]
+        np.testing.assert_array_equal(a, b)
