@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     raise_open_files_limit(settings.max_connections)
+    pinning_for_workers(args.workers)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -58,6 +59,14 @@ def _serve(args: argparse.Namespace) -> int:
         limit_concurrency=settings.max_connections,
     )
     return 0
+
+
+def pinning_for_workers(workers: int) -> None:
+    """With several worker processes each would pin its runs alone to the same lowest cores
+    (``Settings.ort_pin_when_alone``): unless the setting is given, they leave their threads
+    to the scheduler (the workers inherit this environment)."""
+    if workers > 1:
+        os.environ.setdefault("MEDSERVE_ORT_PIN_WHEN_ALONE", "false")
 
 
 def raise_open_files_limit(connections: int) -> None:

@@ -100,8 +100,9 @@ class Settings(BaseSettings):
             "During a run on the spinning session (the only inference in flight) the calling "
             "thread and each onnxruntime intra-op thread run on a core of their own: left to "
             "the scheduler, the intra-op thread often shared the caller's core while the other "
-            "stayed idle, and the run took two to three times as long. Only where the process "
-            "may use at least as many cores as a model has threads"
+            "stayed idle, and the run took two to three times as long. Only where a model's "
+            "threads are as many as the cores the process may use; off by default with "
+            "several worker processes (they would pin to the same cores)"
         ),
     )
     runtime: RuntimeSetting = Field(

@@ -161,13 +161,15 @@ class CorePlan:
 
 
 def core_plan(threads: int, cpus: set[int] | None = None) -> CorePlan | None:
-    """A core of its own for the caller and each of the ``threads - 1`` intra-op threads,
-    from ``cpus`` (default: the cores this process may use), lowest first; None for one
-    thread, or when there are fewer cores than threads (pinned threads would share one)."""
+    """A core of its own for the caller and each of the ``threads - 1`` intra-op threads:
+    ``cpus`` (default: the cores this thread may use), lowest first, when the model's threads
+    are as many as those cores. None for one thread; None for fewer cores (pinned threads
+    would share one) and for more (threads set below the cores, as for several worker
+    processes, which would all pin to the same lowest cores)."""
     allowed = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
-    if threads < 2 or len(allowed) < threads:
+    if threads < 2 or len(allowed) != threads:
         return None
-    return CorePlan(allowed[0], tuple(allowed[1:threads]))
+    return CorePlan(allowed[0], tuple(allowed[1:]))
 
 
 def requested_runtime(

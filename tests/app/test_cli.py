@@ -29,3 +29,25 @@ def test_a_short_api_key_is_named_in_the_refusal() -> None:
     assert out.returncode == 2
     assert "api_keys" in out.stderr and "16 characters" in out.stderr
     assert "short-key" not in out.stderr
+
+
+def test_several_workers_leave_runs_alone_unpinned_unless_told() -> None:
+    """Each worker would pin its runs alone to the same lowest cores: with more than one the
+    default becomes off (the workers read it from the environment), an explicit value stays."""
+    from app.cli import pinning_for_workers
+    from app.config import Settings
+
+    key = "MEDSERVE_ORT_PIN_WHEN_ALONE"
+    before = os.environ.pop(key, None)
+    try:
+        pinning_for_workers(1)
+        assert key not in os.environ and Settings().ort_pin_when_alone
+        pinning_for_workers(3)
+        assert not Settings().ort_pin_when_alone
+        os.environ[key] = "true"
+        pinning_for_workers(3)
+        assert Settings().ort_pin_when_alone
+    finally:
+        os.environ.pop(key, None)
+        if before is not None:
+            os.environ[key] = before
