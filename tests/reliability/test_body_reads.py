@@ -1,0 +1,157 @@
+"""How the service's HTTP protocol (app/server.py) takes request bodies from the socket, on a
+real uvicorn server on 127.0.0.1 with that protocol on uvloop: a body the app reads arrives in
+pieces of up to ``BODY_HIGH_WATER`` bytes (not uvicorn's 64 KiB), whole and in order; a body
+the app has not asked for stays paused at uvicorn's limit; pipelined requests keep their
+bodies apart."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+
+from app.server import BODY_HIGH_WATER, GuardedHttpToolsProtocol, protocol_with
+from tests.servers import free_port
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Recorder:
+    """An ASGI app that answers each POST with the sha256 of its body; it records the size of
+    every body message, and waits for ``go`` before it reads a body."""
+
+    go: threading.Event = field(default_factory=threading.Event)
+    sizes: list[list[int]] = field(default_factory=list)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while not self.go.is_set():
+            await asyncio.sleep(0.01)
+        sizes: list[int] = []
+        self.sizes.append(sizes)
+        digest = hashlib.sha256()
+        more = True
+        while more:
+            message = await receive()
+            assert message["type"] == "http.request"
+            sizes.append(len(message["body"]))
+            digest.update(message["body"])
+            more = message.get("more_body", False)
+        body = digest.hexdigest().encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+@dataclass
+class Running:
+    app: Recorder
+    server: uvicorn.Server
+    port: int
+
+    def protocols(self) -> list[GuardedHttpToolsProtocol]:
+        connections = self.server.server_state.connections
+        return [p for p in connections if isinstance(p, GuardedHttpToolsProtocol)]
+
+
+@pytest.fixture
+def running() -> Iterator[Running]:
+    app = Recorder()
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=protocol_with(10.0),
+        loop="uvloop",
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield Running(app, server, port)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _post(body: bytes, path: str = "/") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def _answers(sock: socket.socket, count: int) -> list[bytes]:
+    """The bodies of ``count`` answers read from ``sock`` (each 64 hex digits)."""
+    data = b""
+    sock.settimeout(30)
+    while data.count(b"\r\n\r\n") < count or len(data.rsplit(b"\r\n\r\n", 1)[1]) < 64:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return [part[:64] for part in data.split(b"\r\n\r\n")[1:]]
+
+
+def test_a_body_being_read_arrives_in_large_pieces(running: Running) -> None:
+    body = bytes(range(256)) * (24 * MiB // 256)
+    running.app.go.set()
+    with socket.create_connection(("127.0.0.1", running.port)) as sock:
+        sock.sendall(_post(body))
+        (answer,) = _answers(sock, 1)
+    assert answer == hashlib.sha256(body).hexdigest().encode()
+    (sizes,) = running.app.sizes
+    assert sum(sizes) == len(body)
+    # uvicorn alone pauses past 64 KiB: some hundreds of messages for 24 MiB
+    assert len(sizes) <= 4 * len(body) // BODY_HIGH_WATER, sizes
+    assert max(sizes) <= BODY_HIGH_WATER + MiB
+
+
+def test_a_body_not_yet_asked_for_is_held_at_uvicorns_limit(running: Running) -> None:
+    body = b"\x01" * (16 * MiB)
+    request = _post(body)
+    with socket.create_connection(("127.0.0.1", running.port)) as sock:
+        sock.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:  # as much as the kernel takes while the app waits
+            try:
+                sent += sock.send(request[sent : sent + MiB])
+            except BlockingIOError:
+                time.sleep(0.05)
+        (protocol,) = running.protocols()
+        assert protocol.cycle is not None
+        buffered = len(protocol.cycle.body)
+        assert 0 < buffered <= HIGH_WATER_LIMIT + MiB, buffered
+        assert sent < len(body)  # the rest is still with the client
+        running.app.go.set()
+        sock.setblocking(True)
+        sock.sendall(request[sent:])
+        (answer,) = _answers(sock, 1)
+    assert answer == hashlib.sha256(body).hexdigest().encode()
+
+
+def test_pipelined_requests_keep_their_bodies_apart(running: Running) -> None:
+    bodies = [b"a" * (9 * MiB), b"b" * 1000, b"c" * (5 * MiB + 17)]
+    running.app.go.set()
+    with socket.create_connection(("127.0.0.1", running.port)) as sock:
+        sock.sendall(b"".join(_post(b) for b in bodies))
+        answers = _answers(sock, len(bodies))
+    assert answers == [hashlib.sha256(b).hexdigest().encode() for b in bodies]
+    assert [sum(s) for s in running.app.sizes] == [len(b) for b in bodies]
