@@ -15,19 +15,29 @@ Once the app reads a request's body, up to ``BODY_HIGH_WATER`` bytes of it are t
 socket before reading pauses, instead of uvicorn's 64 KiB: a 157 MB CT then reaches the app in
 about 50 messages rather than some 650, each a wake-up of the reading task, a copy and a
 pause/resume of the transport (the CT ``.nii`` upload 0.88x, ``.nii.gz`` 0.95x, bench/ab.py,
-issue 18). Before the app reads (a request waiting for admission, or one answered without its
-body) uvicorn's own limit stands, so a connection holds no more than it did; a body being
-read was admitted with room for it in the memory budget (``app.limiter``).
+issue 18). Only for a body the app has admitted (``allow_large_reads``: it has room in the memory
+budget, ``app.limiter``) and only once the app asks for it: a request waiting for admission, one
+answered without its body and a refused body being drained (any number of them at once) are
+read as uvicorn reads them, so a connection holds no more than it did.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-BODY_HIGH_WATER = 4 * 1024 * 1024  # bytes of a body being read taken before reading pauses
+BODY_HIGH_WATER = 4 * 1024 * 1024  # bytes of an admitted body taken before reading pauses
+LARGE_READS = "medserve.large_reads"  # key of a request's scope["state"]: set by the app
+
+
+def allow_large_reads(scope: MutableMapping[str, Any]) -> None:
+    """Let the server take this request's body in pieces of up to ``BODY_HIGH_WATER`` bytes
+    (the app has admitted it). uvicorn gives the app its own scope's ``state`` dict, so the
+    protocol sees the mark on its next read."""
+    scope.setdefault("state", {})[LARGE_READS] = True
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -42,7 +52,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True
-        self._reading: RequestResponseCycle | None = None  # the cycle whose body the app reads
+        # the cycle whose admitted body is being read in large pieces (the last one)
+        self.large_reads: RequestResponseCycle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -72,12 +83,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._watch_reads(cycle)
 
     def _watch_reads(self, cycle: RequestResponseCycle) -> None:
-        """Note when the app first asks for ``cycle``'s body (its task has not started yet,
-        so the app gets this ``receive``)."""
+        """Note when the app asks for ``cycle``'s body after ``allow_large_reads`` (its task
+        has not started yet, so the app gets this ``receive``)."""
         inner = cycle.receive
 
         async def receive() -> Any:
-            self._reading = cycle
+            if cycle.scope.get("state", {}).get(LARGE_READS):
+                self.large_reads = cycle
             return await inner()
 
         cycle.receive = receive  # type: ignore[method-assign]
@@ -87,7 +99,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (
             self.flow.read_paused
-            and cycle is self._reading
+            and cycle is self.large_reads
             and cycle is not None
             and not cycle.response_complete
             and len(cycle.body) <= self.body_high_water

@@ -34,6 +34,7 @@ from app.schemas import (
     Problem,
     WarningOut,
 )
+from app.server import allow_large_reads
 from app.upload import read_upload
 
 UPLOAD_BODY: dict[str, Any] = {
@@ -410,6 +411,7 @@ async def infer(
 
     try:
         async with limiter.admit(declared_length(request)) as ticket:
+            allow_large_reads(request.scope)
             parts = await read_upload(request, settings.max_upload_parts)
             body_read = True
             limits = dataclasses.replace(settings.decode_limits, claim=ticket.claim)

@@ -25,6 +25,7 @@ from app.deps import RegistryDep, Services, ServicesDep
 from app.errors import BadRequest, MedserveError, ModelNotReady, NotFound, Overloaded
 from app.registry import ModelEntry, Registry
 from app.routes.common import audit_writer, declared_length, drain
+from app.server import allow_large_reads
 from app.v2.infer import V2Result, graph_tensors, run_infer
 from app.v2.schemas import (
     InferenceResponse,
@@ -264,6 +265,7 @@ async def _infer(request: Request, services: Services, name: str, version: str |
     try:
         # admitted like the upload endpoints: a place in the queue and room for the body
         async with limiter.admit(declared_length(request)):
+            allow_large_reads(request.scope)
             try:
                 body = await request.body()
             except ClientDisconnect:

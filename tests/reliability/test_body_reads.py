@@ -1,8 +1,9 @@
 """How the service's HTTP protocol (app/server.py) takes request bodies from the socket, on a
-real uvicorn server on 127.0.0.1 with that protocol on uvloop: a body the app reads arrives in
-pieces of up to ``BODY_HIGH_WATER`` bytes (not uvicorn's 64 KiB), whole and in order; a body
-the app has not asked for stays paused at uvicorn's limit; pipelined requests keep their
-bodies apart."""
+real uvicorn server on 127.0.0.1 with that protocol on uvloop: a body the app admitted arrives
+in pieces of up to ``BODY_HIGH_WATER`` bytes (not uvicorn's 64 KiB), whole and in order; one it
+did not admit (a refused body being drained) in uvicorn's pieces; a body the app has not asked
+for stays paused at uvicorn's limit; pipelined requests keep their bodies apart; the service's
+upload paths admit theirs, a refused upload's drain does not."""
 
 from __future__ import annotations
 
@@ -13,14 +14,23 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 
-from app.server import BODY_HIGH_WATER, GuardedHttpToolsProtocol, protocol_with
+from app.config import Settings
+from app.main import create_app
+from app.server import (
+    BODY_HIGH_WATER,
+    GuardedHttpToolsProtocol,
+    allow_large_reads,
+    protocol_with,
+)
 from tests.servers import free_port
+from tests.tiny_model import write_tiny_model
 
 MiB = 1024 * 1024
 
@@ -32,6 +42,7 @@ class Recorder:
 
     go: threading.Event = field(default_factory=threading.Event)
     sizes: list[list[int]] = field(default_factory=list)
+    admit: bool = True
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -40,6 +51,8 @@ class Recorder:
             await asyncio.sleep(0.01)
         sizes: list[int] = []
         self.sizes.append(sizes)
+        if self.admit:
+            allow_large_reads(scope)
         digest = hashlib.sha256()
         more = True
         while more:
@@ -65,32 +78,36 @@ class Running:
         return [p for p in connections if isinstance(p, GuardedHttpToolsProtocol)]
 
 
-@pytest.fixture
-def running() -> Iterator[Running]:
-    app = Recorder()
-    port = free_port()
+def _serve(app: Any, lifespan: str = "off") -> Iterator[uvicorn.Server]:
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=port,
+        port=free_port(),
         http=protocol_with(10.0),
         loop="uvloop",
         log_config=None,
         access_log=False,
-        lifespan="off",
+        lifespan=lifespan,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
     try:
-        yield Running(app, server, port)
+        yield server
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def running() -> Iterator[Running]:
+    app = Recorder()
+    for server in _serve(app):
+        yield Running(app, server, server.config.port)
 
 
 def _post(body: bytes, path: str = "/") -> bytes:
@@ -155,3 +172,54 @@ def test_pipelined_requests_keep_their_bodies_apart(running: Running) -> None:
         answers = _answers(sock, len(bodies))
     assert answers == [hashlib.sha256(b).hexdigest().encode() for b in bodies]
     assert [sum(s) for s in running.app.sizes] == [len(b) for b in bodies]
+
+
+def test_a_body_the_app_did_not_admit_comes_in_uvicorns_pieces(running: Running) -> None:
+    running.app.admit = False  # as a refused upload is drained: any number at once
+    running.app.go.set()
+    body = b"\x02" * (8 * MiB)
+    with socket.create_connection(("127.0.0.1", running.port)) as sock:
+        sock.sendall(_post(body))
+        (answer,) = _answers(sock, 1)
+    assert answer == hashlib.sha256(body).hexdigest().encode()
+    (sizes,) = running.app.sizes
+    assert len(sizes) > 8 * MiB // (HIGH_WATER_LIMIT + MiB)
+    assert max(sizes) <= HIGH_WATER_LIMIT + MiB
+
+
+def _png(side: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((side, side), 90, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("admitted", [True, False])
+def test_the_service_admits_its_upload_bodies_and_not_a_drained_one(
+    tmp_path: Path, admitted: bool
+) -> None:
+    write_tiny_model(tmp_path / "models", name="pneumonia_xray")
+    body = _png(64)
+    # a budget smaller than the body (and its copy): refused before a byte is read, drained
+    extra = {} if admitted else {"max_inflight_bytes": len(body)}
+    settings = Settings(model_dir=tmp_path / "models", data_dir=tmp_path / "data", **extra)
+    for server in _serve(create_app(settings), lifespan="on"):
+        with socket.create_connection(("127.0.0.1", server.config.port)) as sock:
+            head = (
+                f"POST /classify/xray HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body)
+            sock.settimeout(30)
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200" if admitted else b"HTTP/1.1 503"), answer
+            (protocol,) = [
+                p
+                for p in server.server_state.connections
+                if isinstance(p, GuardedHttpToolsProtocol)
+            ]
+            assert (protocol.large_reads is not None) is admitted
