@@ -15,10 +15,11 @@ While the app reads a body it has admitted, up to ``BODY_HIGH_WATER`` bytes of i
 from the socket before reading pauses, instead of uvicorn's 64 KiB: a 157 MB CT then reaches
 the app in about 50 messages rather than some 650, each a wake-up of the reading task, a copy
 and a pause/resume of the transport (side by side, medians of five server pairs: the CT
-``.nii`` upload 0.90x, zip 0.92x, multipart 0.90x; bench/ab.py, issue 18). Only for a body the app has admitted (``allow_large_reads``: it has room in the memory
-budget, ``app.limiter``) and only once the app asks for it: a request waiting for admission, one
-answered without its body and a refused body being drained (any number of them at once) are
-read as uvicorn reads them, so a connection holds no more than it did.
+``.nii`` upload 0.90x, zip 0.92x, multipart 0.90x; bench/ab.py, issue 18). Only for a body the
+app has admitted (``allow_large_reads``: it has room in the memory budget, ``app.limiter``) and
+only once the app asks for it: a request waiting for admission, one answered without its body
+and a refused body being drained (any number of them at once) are read as uvicorn reads them,
+so a connection holds no more than it did.
 """
 
 from __future__ import annotations
