@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,16 @@ class Running:
     server: uvicorn.Server
     port: int
 
-    def protocols(self) -> list[GuardedHttpToolsProtocol]:
-        connections = self.server.server_state.connections
-        return [p for p in connections if isinstance(p, GuardedHttpToolsProtocol)]
+
+def _protocols(server: uvicorn.Server) -> list[GuardedHttpToolsProtocol]:
+    """The server's open connections."""
+    connections = server.server_state.connections
+    return [p for p in connections if isinstance(p, GuardedHttpToolsProtocol)]
 
 
+@contextmanager
 def _serve(app: Any, lifespan: str = "off") -> Iterator[uvicorn.Server]:
+    """A real uvicorn server with the service's protocol on uvloop, in a thread."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -106,7 +111,7 @@ def _serve(app: Any, lifespan: str = "off") -> Iterator[uvicorn.Server]:
 @pytest.fixture
 def running() -> Iterator[Running]:
     app = Recorder()
-    for server in _serve(app):
+    with _serve(app) as server:
         yield Running(app, server, server.config.port)
 
 
@@ -152,7 +157,7 @@ def test_a_body_not_yet_asked_for_is_held_at_uvicorns_limit(running: Running) ->
                 sent += sock.send(request[sent : sent + MiB])
             except BlockingIOError:
                 time.sleep(0.05)
-        (protocol,) = running.protocols()
+        (protocol,) = _protocols(running.server)
         assert protocol.cycle is not None
         buffered = len(protocol.cycle.body)
         assert 0 < buffered <= HIGH_WATER_LIMIT + MiB, buffered
@@ -207,19 +212,17 @@ def test_the_service_admits_its_upload_bodies_and_not_a_drained_one(
     # a budget smaller than the body (and its copy): refused before a byte is read, drained
     extra = {} if admitted else {"max_inflight_bytes": len(body)}
     settings = Settings(model_dir=tmp_path / "models", data_dir=tmp_path / "data", **extra)
-    for server in _serve(create_app(settings), lifespan="on"):
-        with socket.create_connection(("127.0.0.1", server.config.port)) as sock:
-            head = (
-                f"POST /classify/xray HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body)
-            sock.settimeout(30)
-            answer = sock.recv(65536)
-            assert answer.startswith(b"HTTP/1.1 200" if admitted else b"HTTP/1.1 503"), answer
-            (protocol,) = [
-                p
-                for p in server.server_state.connections
-                if isinstance(p, GuardedHttpToolsProtocol)
-            ]
-            assert (protocol.large_reads is not None) is admitted
+    head = (
+        f"POST /classify/xray HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with (
+        _serve(create_app(settings), lifespan="on") as server,
+        socket.create_connection(("127.0.0.1", server.config.port)) as sock,
+    ):
+        sock.sendall(head.encode() + body)
+        sock.settimeout(30)
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200" if admitted else b"HTTP/1.1 503"), answer
+        (protocol,) = _protocols(server)
+        assert (protocol.large_reads is not None) is admitted
