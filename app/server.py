@@ -16,19 +16,19 @@ from the socket before reading pauses, instead of uvicorn's 64 KiB: a 157 MB CT 
 the app in about 50 messages rather than some 650, each a wake-up of the reading task, a copy
 and a pause/resume of the transport (side by side, medians of five server pairs: the CT
 ``.nii`` upload 0.90x, zip 0.92x, multipart 0.90x; bench/ab.py, issue 18). Only for a body the
-app has admitted (``allow_large_reads``: it has room in the memory budget, ``app.limiter``) and
-only once the app asks for it: a request waiting for admission, one answered without its body
-and a refused body being drained (any number of them at once) are read as uvicorn reads them,
-so a connection holds no more than it did.
+app has admitted (``allow_large_reads``, marked in the request's scope state just before the
+app reads it: it has room in the memory budget, ``app.limiter``): a request waiting for
+admission, one answered without its body and a refused body being drained (any number of them
+at once) are read as uvicorn reads them, so a connection holds no more than it did.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 BODY_HIGH_WATER = 4 * 1024 * 1024  # bytes of an admitted body taken before reading pauses
 LARGE_READS = "medserve.large_reads"  # key of a request's scope["state"]: set by the app
@@ -39,6 +39,11 @@ def allow_large_reads(scope: MutableMapping[str, Any]) -> None:
     (the app has admitted it). uvicorn gives the app its own scope's ``state`` dict, so the
     protocol sees the mark on its next read."""
     scope.setdefault("state", {})[LARGE_READS] = True
+
+
+def large_reads_allowed(scope: Mapping[str, Any]) -> bool:
+    """Whether the app has admitted this request's body (``allow_large_reads``)."""
+    return bool(scope.get("state", {}).get(LARGE_READS))
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -53,8 +58,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True
-        # the cycle whose admitted body is being read in large pieces (the last one)
-        self.large_reads: RequestResponseCycle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -77,31 +80,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
         self._disarm()
-        before = self.cycle
         super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle is not before:
-            self._watch_reads(cycle)
-
-    def _watch_reads(self, cycle: RequestResponseCycle) -> None:
-        """Note when the app asks for ``cycle``'s body after ``allow_large_reads`` (its task
-        has not started yet, so the app gets this ``receive``)."""
-        inner = cycle.receive
-
-        async def receive() -> Any:
-            if cycle.scope.get("state", {}).get(LARGE_READS):
-                self.large_reads = cycle
-            return await inner()
-
-        cycle.receive = receive  # type: ignore[method-assign]
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)  # pauses reading past uvicorn's 64 KiB
         cycle = self.cycle
         if (
             self.flow.read_paused
-            and cycle is self.large_reads
             and cycle is not None
+            and large_reads_allowed(cycle.scope)
             and not cycle.response_complete
             and len(cycle.body) <= self.body_high_water
         ):

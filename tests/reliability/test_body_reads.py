@@ -28,6 +28,7 @@ from app.server import (
     BODY_HIGH_WATER,
     GuardedHttpToolsProtocol,
     allow_large_reads,
+    large_reads_allowed,
     protocol_with,
 )
 from tests.servers import free_port
@@ -231,4 +232,5 @@ def test_the_service_admits_its_upload_bodies_and_not_a_drained_one(
         status = answer.split(b" ", 2)[1]
         assert (status != b"503") is admitted, answer
         (protocol,) = _protocols(server)
-        assert (protocol.large_reads is not None) is admitted
+        assert protocol.cycle is not None
+        assert large_reads_allowed(protocol.cycle.scope) is admitted
