@@ -13,7 +13,7 @@ BENCHMARKS.md's hospital section), which is most of what an upload costs besides
 
 While the app reads a body it has admitted, up to ``BODY_HIGH_WATER`` bytes of it are taken
 from the socket before reading pauses, instead of uvicorn's 64 KiB: a 157 MB CT then reaches
-the app in about 50 messages rather than some 650, each a wake-up of the reading task, a copy
+the app in 50-70 messages rather than some 650, each a wake-up of the reading task, a copy
 and a pause/resume of the transport (side by side, medians of five server pairs: the CT
 ``.nii`` upload 0.90x, zip 0.92x, multipart 0.90x; bench/ab.py, issue 18). Only for a body the
 app has admitted (``allow_large_reads``, marked in the request's scope state just before the
