@@ -123,6 +123,17 @@ class Settings(BaseSettings):
     max_queued_inferences: int = Field(
         16, ge=0, description="Requests allowed to wait for an inference slot before 503"
     )
+    inline_max_ms: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "A request that is the only one admitted runs on the event loop's own thread, "
+            "without the hand-off to a worker thread and back (0.2-0.3 ms), when runs of its "
+            "kind (the same path, query and media types, a body at most twice their average) "
+            "have taken at most this many milliseconds on average; 0 turns it off. Meanwhile "
+            "the service reads no other request"
+        ),
+    )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After on 503 responses")
     max_inflight_bytes: int = Field(
         1536 * MiB,

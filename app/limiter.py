@@ -12,6 +12,10 @@ Decoders claim in steps (an archive's entries, then the volume), so two requests
 hold part of what they need and wait for the other's: the older one (admitted first) waits,
 a younger one that would have to wait behind it is refused at once, and one already waiting
 is woken and refused ("wound-wait"), so a wait never lasts on a cycle.
+
+Short work alone runs on the event loop's own thread (``RunTimes``): a request that is the only
+one admitted, of a kind whose recent runs took at most ``inline_max_ms``, skips the two thread
+hand-offs (each a wake-up of a sleeping thread on another core).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import functools
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import ParamSpec, TypeVar
@@ -93,10 +98,12 @@ class Ticket:
         self.held = 0
 
     def claim(self, nbytes: int) -> None:
-        """A decoder's announced allocation (called in a worker thread)."""
+        """A decoder's announced allocation (called in a worker thread, or on the event loop
+        for a run alone, which never waits: nobody else holds bytes that could be freed)."""
         limiter = self.limiter
         budget = limiter.budget
-        if nbytes > budget.total or not budget.take(nbytes, limiter.timeout, self.seq):
+        timeout = 0.0 if limiter.running_inline else limiter.timeout
+        if nbytes > budget.total or not budget.take(nbytes, timeout, self.seq):
             raise limiter.overloaded("the in-flight memory budget is spent; retry later")
         self.held += nbytes
 
@@ -106,8 +113,46 @@ class Ticket:
             self.held = 0
 
 
+class RunTimes:
+    """How long recent runs of each kind of work took, to tell which may run on the event
+    loop's thread. A kind (``key``: the route, its query and media types) qualifies after two
+    runs when the moving average of its run times is at most ``max_ms`` and the body is at most
+    twice the average of its bodies (a much larger upload of a fast kind goes to the threads).
+    An upload can still take longer than its kind's average (a compressed image whose pixels
+    are many more than its bytes suggest, up to the decode limits): the loop then answers
+    nothing else for that long, while nothing else is admitted. At most ``max_kinds`` kinds
+    are remembered (least recently used dropped: a query string is the client's). Used on the
+    event loop's thread only."""
+
+    ALPHA = 0.3  # weight of the newest run in the averages
+
+    def __init__(self, max_ms: float, max_kinds: int = 256) -> None:
+        self.max_ms = max_ms
+        self.max_kinds = max_kinds
+        self._kinds: OrderedDict[Hashable, list[float]] = OrderedDict()  # [runs, ms, bytes]
+
+    def short(self, key: Hashable, nbytes: int) -> bool:
+        seen = self._kinds.get(key) if self.max_ms > 0 else None
+        return (
+            seen is not None and seen[0] >= 2 and seen[1] <= self.max_ms and nbytes <= 2 * seen[2]
+        )
+
+    def record(self, key: Hashable, nbytes: int, ms: float) -> None:
+        seen = self._kinds.get(key)
+        if seen is None:
+            self._kinds[key] = [1, ms, float(nbytes)]
+            if len(self._kinds) > self.max_kinds:
+                self._kinds.popitem(last=False)
+            return
+        self._kinds.move_to_end(key)
+        seen[0] += 1
+        seen[1] += self.ALPHA * (ms - seen[1])
+        seen[2] += self.ALPHA * (nbytes - seen[2])
+
+
 class InferenceLimiter:
-    """Runs blocking work (decode → infer → postprocess) in the thread pool, bounded."""
+    """Runs blocking work (decode → infer → postprocess) in the thread pool (short work alone:
+    on the event loop, ``run_kind``), bounded."""
 
     def __init__(
         self,
@@ -117,6 +162,7 @@ class InferenceLimiter:
         metrics: Metrics,
         max_inflight_bytes: int = 1 << 62,
         timeout: float = 30.0,
+        inline_max_ms: float = 0.0,
     ) -> None:
         self.capacity = max_concurrent + max_queued
         self.retry_after = retry_after
@@ -128,10 +174,13 @@ class InferenceLimiter:
         self._max_concurrent = max_concurrent
         self._threads: ThreadPoolExecutor | None = None
         self._seq = itertools.count()
+        self.run_times = RunTimes(inline_max_ms)
+        self.running_inline = False
+        self.inline_runs = 0
 
     def alone(self) -> bool:
-        """Whether exactly one inference is admitted (the caller's own, from a worker thread):
-        the models' runners then let their threads spin (``app.runtime.AloneAwareRunner``)."""
+        """Whether exactly one inference is admitted (the caller's own, from the thread that
+        runs it): the models' runners then let their threads spin (``AloneAwareRunner``)."""
         return self.pending == 1
 
     def overloaded(self, detail: str) -> Overloaded:
@@ -177,8 +226,34 @@ class InferenceLimiter:
         count the work running (as anyio's ``run_sync`` waits). The threads are this
         limiter's own (``concurrent.futures``): a trip through anyio's pool and back cost
         60-120 us more here, a percent of an MRI request."""
+        return await self.run_kind(None, 0, functools.partial(fn, *args, **kwargs))
+
+    async def run_kind(self, key: Hashable | None, nbytes: int, fn: Callable[[], T]) -> T:
+        """``fn`` as ``run_admitted`` runs it, for work of the kind ``key`` with a body of
+        ``nbytes`` (None: always in the threads). When it is the only work admitted and its
+        kind's runs have been short (``RunTimes``), it runs here, on the event loop's thread:
+        the hand-off to a worker thread and back cost 0.2-0.3 ms of a 5-8 ms request (both
+        threads asleep on separate cores; bench/ab.py, issue 18). Every run's time is
+        recorded for its kind."""
+        spent = [0.0]
+
+        def timed() -> T:
+            start = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                spent[0] = (time.perf_counter() - start) * 1000
+
         async with self._slots:
-            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+            if key is not None and self.pending == 1 and self.run_times.short(key, nbytes):
+                self.running_inline = True
+                self.inline_runs += 1
+                try:
+                    return timed()
+                finally:
+                    self.running_inline = False
+                    self.run_times.record(key, nbytes, spent[0])
+            call = functools.partial(contextvars.copy_context().run, timed)
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(
                     self._max_concurrent, thread_name_prefix="medserve-infer"
@@ -189,6 +264,9 @@ class InferenceLimiter:
             except asyncio.CancelledError:
                 await asyncio.wait({future})
                 raise
+            finally:
+                if key is not None and future.done():
+                    self.run_times.record(key, nbytes, spent[0])
 
     def close(self) -> None:
         """Let the threads end once their work is done (the app's shutdown); a later run

@@ -131,6 +131,7 @@ def create_app(
         metrics,
         max_inflight_bytes=settings.max_inflight_bytes,
         timeout=settings.admission_timeout_seconds,
+        inline_max_ms=settings.inline_max_ms,
     )
 
     app.add_exception_handler(MedserveError, _domain_error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
@@ -389,6 +390,20 @@ def declared_length(request: Request) -> int:
     return int(value) if value.isdigit() else 0
 
 
+def run_kind(request: Request) -> tuple[str, bytes, str, str]:
+    """What makes two requests the same kind of work for the limiter's run times: the path,
+    the query and the media types asked for and sent (without parameters: a multipart
+    boundary differs per request)."""
+    headers = request.headers
+    content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+    return (
+        request.scope["path"],
+        request.scope["query_string"],
+        headers.get("accept", ""),
+        content_type,
+    )
+
+
 async def infer(
     request: Request,
     services: Services,
@@ -396,10 +411,10 @@ async def infer(
     run: Callable[[list[bytes], DecodeLimits], R],
 ) -> R:
     """One upload: admitted by the limiter (a place in the queue and memory for its body)
-    before a byte is read, read, then ``run(parts, limits)`` in the thread pool with the
-    request's memory ticket in ``limits``; its audit row (``ok`` or the error code), queued
-    (the ``ok`` row from the worker thread right after ``run``) and committed behind the
-    answer."""
+    before a byte is read, read, then ``run(parts, limits)`` in the thread pool (or, short and
+    alone, on the event loop: ``InferenceLimiter.run_kind``) with the request's memory ticket
+    in ``limits``; its audit row (``ok`` or the error code), queued (the ``ok`` row right after
+    ``run``) and committed behind the answer."""
     limiter, settings = services.limiter, services.settings
     body_read = False
     write_audit = audit_writer(request, services, entry)
@@ -415,7 +430,10 @@ async def infer(
             parts = await read_upload(request, settings.max_upload_parts)
             body_read = True
             limits = dataclasses.replace(settings.decode_limits, claim=ticket.claim)
-            return await limiter.run_admitted(run_and_audit, parts, limits)
+            size = sum(len(part) for part in parts)
+            return await limiter.run_kind(
+                run_kind(request), size, functools.partial(run_and_audit, parts, limits)
+            )
     except MedserveError as exc:
         if isinstance(exc, Overloaded) and not body_read:
             await drain(request)  # so that the client, still sending, reads its 503

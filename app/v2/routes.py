@@ -8,6 +8,7 @@ through the shared limiter and leaves an audit row like the upload endpoints.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from app import __version__
 from app.deps import RegistryDep, Services, ServicesDep
 from app.errors import BadRequest, MedserveError, ModelNotReady, NotFound, Overloaded
 from app.registry import ModelEntry, Registry
-from app.routes.common import audit_writer, declared_length, drain
+from app.routes.common import audit_writer, declared_length, drain, run_kind
 from app.server import allow_large_reads
 from app.v2.infer import V2Result, graph_tensors, run_infer
 from app.v2.schemas import (
@@ -271,7 +272,9 @@ async def _infer(request: Request, services: Services, name: str, version: str |
             except ClientDisconnect:
                 raise BadRequest("the client disconnected before the request body ended") from None
             body_read = True
-            result = await limiter.run_admitted(run_and_audit, body)
+            result = await limiter.run_kind(
+                run_kind(request), len(body), functools.partial(run_and_audit, body)
+            )
     except MedserveError as exc:
         if isinstance(exc, Overloaded) and not body_read:
             await drain(request)
