@@ -390,17 +390,20 @@ def declared_length(request: Request) -> int:
     return int(value) if value.isdigit() else 0
 
 
+_KIND_FIELD = 256  # characters of each part of a kind kept (the limiter keeps 256 kinds)
+
+
 def run_kind(request: Request) -> tuple[str, bytes, str, str]:
     """What makes two requests the same kind of work for the limiter's run times: the path,
     the query and the media types asked for and sent (without parameters: a multipart
-    boundary differs per request)."""
+    boundary differs per request), each cut to ``_KIND_FIELD`` characters (the client's)."""
     headers = request.headers
     content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
     return (
-        request.scope["path"],
-        request.scope["query_string"],
-        headers.get("accept", ""),
-        content_type,
+        request.scope["path"][:_KIND_FIELD],
+        request.scope["query_string"][:_KIND_FIELD],
+        headers.get("accept", "")[:_KIND_FIELD],
+        content_type[:_KIND_FIELD],
     )
 
 

@@ -213,3 +213,20 @@ def test_open_inference_protocol_requests_are_kinds_too(models: Path) -> None:
             answers.append(resp.json()["outputs"])
         assert answers[0] == answers[2]
         assert client.app.state.limiter.inline_runs == 1  # type: ignore[attr-defined]
+
+
+def test_a_kind_is_the_path_query_and_media_types_each_cut_short() -> None:
+    from starlette.requests import Request
+
+    from app.routes.common import run_kind
+
+    def request(query: bytes, content_type: str, accept: str) -> Request:
+        headers = [(b"content-type", content_type.encode()), (b"accept", accept.encode())]
+        scope = {"type": "http", "path": "/segment/mri", "query_string": query, "headers": headers}
+        return Request(scope)
+
+    multipart = run_kind(request(b"", "multipart/form-data; boundary=abc", "*/*"))
+    assert multipart == run_kind(request(b"", "Multipart/Form-Data; boundary=xyz", "*/*"))
+    assert multipart != run_kind(request(b"mask_format=png", "multipart/form-data", "*/*"))
+    long = run_kind(request(b"q=" + b"x" * 5000, "image/png", "image/png," * 1000))
+    assert max(len(part) for part in long) == 256
