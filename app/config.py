@@ -129,7 +129,8 @@ class Settings(BaseSettings):
         description=(
             "A request that is the only one admitted runs on the event loop's own thread, "
             "without the hand-off to a worker thread and back (0.2-0.3 ms), when runs of its "
-            "kind (the same path, query and media types, a body at most twice their average) "
+            "kind (the same path, query and media types, a body at most twice their average "
+            "and at most 2 MiB) "
             "have taken at most this many milliseconds on average; 0 turns it off. Meanwhile "
             "the service reads no other request"
         ),

@@ -122,17 +122,26 @@ class RunTimes:
     are many more than its bytes suggest, up to the decode limits): the loop then answers
     nothing else for that long, while nothing else is admitted. At most ``max_kinds`` kinds
     are remembered (least recently used dropped: a query string is the client's). Used on the
-    event loop's thread only."""
+    event loop's thread only.
+
+    Bodies over ``max_bytes`` always go to the threads: a 10 MB DX DICOM film (a 17 ms run)
+    took 1.39x as long end to end on the loop's thread (bench/ab.py, two pairs), the pipeline
+    itself 0.5 ms more and the rest outside it: glibc's main arena, which the loop's thread
+    allocates from, gave the film's large buffers back and faulted them in again on every
+    request (with ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_`` raised it took 0.83x
+    the threads' time; a worker thread has an arena of its own). The JPEG film (1.2 MB) and the
+    phantom frames (1.4-1.6 MB) were 0.95-0.98x on the loop."""
 
     ALPHA = 0.3  # weight of the newest run in the averages
 
-    def __init__(self, max_ms: float, max_kinds: int = 256) -> None:
+    def __init__(self, max_ms: float, max_kinds: int = 256, max_bytes: int = 2 << 20) -> None:
         self.max_ms = max_ms
         self.max_kinds = max_kinds
+        self.max_bytes = max_bytes
         self._kinds: OrderedDict[Hashable, list[float]] = OrderedDict()  # [runs, ms, bytes]
 
     def short(self, key: Hashable, nbytes: int) -> bool:
-        seen = self._kinds.get(key) if self.max_ms > 0 else None
+        seen = self._kinds.get(key) if self.max_ms > 0 and nbytes <= self.max_bytes else None
         return (
             seen is not None and seen[0] >= 2 and seen[1] <= self.max_ms and nbytes <= 2 * seen[2]
         )

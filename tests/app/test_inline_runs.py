@@ -32,6 +32,11 @@ def test_a_kind_is_short_after_two_runs_within_the_limit_and_for_bodies_like_its
     assert not times.short("mri", 201)  # more than twice its bodies' average: to the threads
     assert not times.short("film", 100)  # kinds are apart
     assert not RunTimes(max_ms=0).short("mri", 1)  # 0: off
+    large = RunTimes(max_ms=10, max_bytes=1000)
+    large.record("film", 1001, 1.0)
+    large.record("film", 1001, 1.0)
+    assert not large.short("film", 1001)  # a body over max_bytes: always the threads
+    assert large.short("film", 1000)
 
 
 def test_a_slow_run_moves_its_kind_to_the_threads_until_its_runs_are_short_again() -> None:
