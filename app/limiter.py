@@ -185,7 +185,8 @@ class InferenceLimiter:
         self._seq = itertools.count()
         self.run_times = RunTimes(inline_max_ms)
         self.running_inline = False
-        self.inline_runs = 0
+        self._on_loop = metrics.pipeline_runs.labels(thread="event_loop")
+        self._in_worker = metrics.pipeline_runs.labels(thread="worker")
 
     def alone(self) -> bool:
         """Whether exactly one inference is admitted (the caller's own, from the thread that
@@ -256,7 +257,7 @@ class InferenceLimiter:
         async with self._slots:
             if key is not None and self.pending == 1 and self.run_times.short(key, nbytes):
                 self.running_inline = True
-                self.inline_runs += 1
+                self._on_loop.inc()
                 try:
                     return timed()
                 finally:
@@ -267,6 +268,7 @@ class InferenceLimiter:
                 self._threads = ThreadPoolExecutor(
                     self._max_concurrent, thread_name_prefix="medserve-infer"
                 )
+            self._in_worker.inc()
             future = asyncio.get_running_loop().run_in_executor(self._threads, call)
             try:
                 return await asyncio.shield(future)

@@ -50,3 +50,10 @@ class Metrics:
             "Inferences running or waiting for a slot",
             registry=self.registry,
         )
+        self.pipeline_runs = Counter(
+            "medserve_pipeline_runs",
+            "Admitted work run, by thread: event_loop (short and alone, MEDSERVE_INLINE_MAX_MS) "
+            "or worker (the inference threads)",
+            ["thread"],
+            registry=self.registry,
+        )

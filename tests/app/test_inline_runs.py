@@ -65,6 +65,21 @@ def test_only_the_most_recent_kinds_are_remembered() -> None:
     assert not times.short("b", 1)  # forgotten: counted again from its first run
 
 
+def on_loop(limiter: InferenceLimiter) -> float:
+    """Runs the limiter counted on the event loop's thread (``medserve_pipeline_runs_total``)."""
+    value = limiter.metrics.registry.get_sample_value(
+        "medserve_pipeline_runs_total", {"thread": "event_loop"}
+    )
+    return value or 0.0
+
+
+def in_workers(limiter: InferenceLimiter) -> float:
+    value = limiter.metrics.registry.get_sample_value(
+        "medserve_pipeline_runs_total", {"thread": "worker"}
+    )
+    return value or 0.0
+
+
 def _limiter(**kwargs: float) -> InferenceLimiter:
     return InferenceLimiter(
         max_concurrent=2, max_queued=4, retry_after=1, metrics=Metrics(), **kwargs
@@ -83,7 +98,7 @@ def test_short_work_alone_runs_on_the_loops_thread_and_otherwise_in_the_workers(
 
         first, second, third = [await where() for _ in range(3)]
         assert first != loop_thread and second != loop_thread  # the kind's first two runs
-        assert third == loop_thread and limiter.inline_runs == 1
+        assert third == loop_thread and (on_loop(limiter), in_workers(limiter)) == (1, 2)
         assert await where(None) != loop_thread  # work without a kind: always the threads
         gate = threading.Event()
 
@@ -97,7 +112,7 @@ def test_short_work_alone_runs_on_the_loops_thread_and_otherwise_in_the_workers(
         assert await where() != loop_thread  # not alone: the threads
         gate.set()
         await other
-        assert await where() == loop_thread and limiter.inline_runs == 2
+        assert await where() == loop_thread and on_loop(limiter) == 2
         limiter.close()
 
     asyncio.run(scenario())
@@ -114,7 +129,7 @@ def test_a_kind_whose_runs_are_slow_stays_in_the_threads() -> None:
                     "slow", 10, lambda: (time.sleep(0.02), threading.get_ident())[1]
                 )
             assert ident != loop_thread
-        assert limiter.inline_runs == 0
+        assert (on_loop(limiter), in_workers(limiter)) == (0, 4)
         limiter.close()
 
     asyncio.run(scenario())
@@ -135,9 +150,9 @@ def test_a_claim_that_does_not_fit_fails_at_once_on_the_loop_and_waits_in_a_thre
     inline = _limiter(inline_max_ms=50, max_inflight_bytes=100, timeout=5)
     inline.run_times.record("k", 30, 1.0)
     inline.run_times.record("k", 30, 1.0)
-    assert asyncio.run(claim_past_the_budget(inline)) < 1.0 and inline.inline_runs == 1
+    assert asyncio.run(claim_past_the_budget(inline)) < 1.0 and on_loop(inline) == 1
     threaded = _limiter(inline_max_ms=0, max_inflight_bytes=100, timeout=0.3)
-    assert asyncio.run(claim_past_the_budget(threaded)) >= 0.3 and threaded.inline_runs == 0
+    assert asyncio.run(claim_past_the_budget(threaded)) >= 0.3 and on_loop(threaded) == 0
     assert not inline.running_inline and inline.budget.used == 0 == threaded.budget.used
     inline.close()
     threaded.close()
@@ -183,15 +198,16 @@ def test_the_service_answers_alike_on_the_loop_and_in_the_threads(
                 answer = resp.json()
                 del answer["request_id"], answer["timing_ms"]
                 out.append(answer)
-            limiter = client.app.state.limiter  # type: ignore[attr-defined]
-            inline_runs = limiter.inline_runs
+            inline_runs = on_loop(client.app.state.limiter)  # type: ignore[attr-defined]
+            exposed = client.get("/metrics").text
+            assert f'medserve_pipeline_runs_total{{thread="event_loop"}} {inline_runs}' in exposed
             rows = client.get("/audit", params={"limit": 50}, headers=admin).json()["rows"]
         kept = ("endpoint", "status", "model", "upload_sha256", "summary")
         return out, [{k: row[k] for k in kept} for row in rows], inline_runs
 
-    on_loop, loop_rows, inline_runs = answers(1000.0)
+    loop_answers, loop_rows, inline_runs = answers(1000.0)
     in_threads, thread_rows, none = answers(0.0)
-    assert on_loop == in_threads and loop_rows == thread_rows and len(loop_rows) == len(paths)
+    assert loop_answers == in_threads and loop_rows == thread_rows and len(loop_rows) == len(paths)
     assert {row["status"] for row in loop_rows} == {"ok"}  # type: ignore[index]
     assert (inline_runs, none) == (2, 0)  # the third and the last plain MRI upload
 
@@ -217,7 +233,7 @@ def test_open_inference_protocol_requests_are_kinds_too(models: Path) -> None:
             assert resp.status_code == 200, resp.text
             answers.append(resp.json()["outputs"])
         assert answers[0] == answers[2]
-        assert client.app.state.limiter.inline_runs == 1  # type: ignore[attr-defined]
+        assert on_loop(client.app.state.limiter) == 1  # type: ignore[attr-defined]
 
 
 def test_a_kind_is_the_path_query_and_media_types_each_cut_short() -> None:
