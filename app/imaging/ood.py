@@ -352,9 +352,12 @@ def block_distances(stats: OodStats, vectors: np.ndarray) -> np.ndarray:
     out = np.empty((v.shape[0], stats.block_center.shape[0]))
     for b, (idx, means, precision) in enumerate(stats.block_parts):
         diff = z[:, None, idx] - means[None]
-        # (n, k, d) @ (d, d): one matrix product per input, whatever the batch (the same
-        # numbers for an input scored alone or with others)
-        out[:, b] = (np.matmul(diff, precision) * diff).sum(axis=-1).min(axis=1)
+        # diff @ precision as one matrix-vector product per (input, class): the same numbers
+        # for an input scored alone or with others. OpenBLAS's matrix product of a (2, 256)
+        # difference by the (256, 256) precision took 50 us, five times its two
+        # matrix-vector products (10 us; a batch of 5,000 inputs 254 -> 49 ms; issue 18).
+        weighted = np.matmul(precision.T, diff[..., None])[..., 0]
+        out[:, b] = (weighted * diff).sum(axis=-1).min(axis=1)
     return out
 
 

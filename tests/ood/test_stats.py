@@ -18,6 +18,7 @@ from app.imaging.ood import (
     QUANTILES,
     STATISTICS_VERSION,
     OodStats,
+    block_distances,
     input_statistics,
     joint_vector,
     quantiles,
@@ -190,6 +191,36 @@ def test_input_statistics_see_constant_and_noisy_inputs() -> None:
     vol = np.random.default_rng(2).random((4, 6, 6, 1))
     moments_3d = 3 + 6 + 3 + 2
     assert input_statistics(vol, "NDHWC", (2, 3, 3)).shape == (18 + 1 + 3 + 2 + moments_3d,)
+
+
+def test_block_distances_are_the_plain_formula_alone_or_in_a_batch() -> None:
+    """Per block, min over the classes of (z - m)^T P (z - m) on the standardised vector, and
+    the same numbers for an input scored alone as in a batch."""
+    rng = np.random.default_rng(11)
+    blocks = np.array([0] * 5 + [1] * 3)
+    precision = np.zeros((8, 8))
+    for b in (0, 1):
+        idx = np.flatnonzero(blocks == b)
+        precision[np.ix_(idx, idx)] = rng.normal(size=(idx.size, idx.size))
+    stats = OodStats(
+        center=rng.normal(size=8),
+        scale=rng.random(8) + 0.5,
+        class_means=rng.normal(size=(3, 8)),
+        precision=precision,
+        blocks=blocks,
+        block_center=np.zeros(2),
+        block_scale=np.ones(2),
+    )
+    vectors = rng.normal(size=(6, 8))
+    got = block_distances(stats, vectors)
+    for n, v in enumerate(vectors):
+        z = (v - stats.center) / stats.scale
+        for b in (0, 1):
+            idx = np.flatnonzero(blocks == b)
+            p = precision[np.ix_(idx, idx)]
+            plain = min(float((z[idx] - m[idx]) @ p @ (z[idx] - m[idx])) for m in stats.class_means)
+            assert got[n, b] == pytest.approx(plain, rel=1e-12, abs=1e-12)
+        assert np.array_equal(block_distances(stats, v[None]), got[n : n + 1])
 
 
 def test_fitted_gaussian_separates_a_shifted_set_and_chooses_a_shrinkage() -> None:
