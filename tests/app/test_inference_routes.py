@@ -167,6 +167,29 @@ def test_segmentation_empty_and_formats(served: TestClient) -> None:
     assert none["mask"]["rle"] is None and none["mask"]["png_base64"] is None
 
 
+def test_repeated_queries_and_accept_headers_answer_each_as_the_first_time(
+    served: TestClient,
+) -> None:
+    """The validated query and the negotiated representation are kept per query string and
+    per Accept header: each request still gets its own answer, and a bad one its error."""
+    data = png_bytes(np.full((10, 10), 7, np.uint8))
+    for _ in range(3):
+        bad = served.post("/segment/mri?mask_format=jpeg", content=data)
+        assert_problem(bad, 422, "validation_error")
+        assert "mask_format" in bad.json()["detail"]
+        none = served.post("/segment/mri?mask_format=none", content=data).json()
+        assert none["mask"]["rle"] is None and none["mask"]["png_base64"] is None
+        both = served.post("/segment/mri?mask_format=both", content=data).json()
+        assert both["mask"]["rle"] is not None and both["mask"]["png_base64"] is not None
+        refused = served.post("/segment/mri", content=data, headers={"Accept": "text/csv"})
+        assert_problem(refused, 406, "not_acceptable")
+        png = served.post("/segment/mri", content=data, headers={"Accept": "image/png"})
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        # the same header on another endpoint: its own offers decide
+        ct = served.post("/classify/xray", content=data, headers={"Accept": "image/png"})
+        assert_problem(ct, 406, "not_acceptable")
+
+
 def test_segmentation_png_and_overlay(served: TestClient) -> None:
     image = np.zeros((12, 12), np.uint8)
     image[2:6, 2:6] = 255
