@@ -81,15 +81,20 @@ OOD_WARNING = {
 
 
 def assess_ood(
-    entry: ModelEntry, batch: np.ndarray, features: np.ndarray | None, policy: str
+    entry: ModelEntry,
+    batch: np.ndarray,
+    features: np.ndarray | None,
+    policy: str,
+    statistics: np.ndarray | None = None,
 ) -> OodResult | None:
-    """The ood step: score the input from the model's features and its tensor; None for a
-    card without an ``ood`` section. Under ``policy`` ``refuse`` an input found out of
-    distribution raises ``OutOfDistribution`` (422) with the score."""
+    """The ood step: score the input from the model's features and its tensor (``statistics``
+    its input statistics when already taken); None for a card without an ``ood`` section.
+    Under ``policy`` ``refuse`` an input found out of distribution raises
+    ``OutOfDistribution`` (422) with the score."""
     card = entry.card
     if card is None or card.ood is None or features is None:
         return None
-    value = entry.ood_score(features[0], batch[0])
+    value = entry.ood_score(features[0], batch[0], statistics)
     result = OodResult(value, card.ood.threshold, value <= card.ood.threshold)
     if not result.in_distribution and policy == "refuse":
         raise OutOfDistribution(
@@ -171,11 +176,14 @@ def _run(
         dicom_out.require_source(item)
     timer.lap("decode")
     batch = preprocess(item, card.input.preprocessing, card.input.layout)
+    # the OOD check's input statistics while the tensor is in the cache (after the model's
+    # run, which evicts it, the MRI slice's took 0.27 ms instead of 0.14; issue 18)
+    statistics = entry.ood_statistics(batch[0])
     timer.lap("preprocess")
     output, features = entry.run_with_features(batch)
     timer.lap("inference")
     metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
-    ood = assess_ood(entry, batch, features, ood_policy)
+    ood = assess_ood(entry, batch, features, ood_policy, statistics)
     return item, batch, output, ood
 
 

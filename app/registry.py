@@ -23,7 +23,7 @@ from app.config import Settings
 from app.endpoints import Endpoint, card_disagreement
 from app.errors import ModelNotReady, NotFound
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
-from app.imaging.ood import OodStats
+from app.imaging.ood import OodStats, input_statistics
 from app.imaging.ood import score as ood_score
 from app.runtime import (
     AloneAwareRunner,
@@ -84,11 +84,22 @@ class ModelEntry:
         out: list[Any] = self.runner.run(names, {self.input_name: batch})
         return np.asarray(out[0]), np.asarray(out[1])
 
-    def ood_score(self, features: np.ndarray, x: np.ndarray) -> float:
-        """OOD score of one input from its features and preprocessed tensor (no batch axis)."""
+    def ood_score(
+        self, features: np.ndarray, x: np.ndarray, statistics: np.ndarray | None = None
+    ) -> float:
+        """OOD score of one input from its features and preprocessed tensor (no batch axis);
+        ``statistics`` the tensor's ``ood_statistics`` when already taken."""
         assert self.card is not None and self.card.ood is not None and self.ood_stats is not None
-        ood = self.card.ood
-        return ood_score(self.ood_stats, features, x, self.card.input.layout, tuple(ood.input_grid))
+        layout, grid = self.card.input.layout, tuple(self.card.ood.input_grid)
+        return ood_score(self.ood_stats, features, x, layout, grid, statistics)
+
+    def ood_statistics(self, x: np.ndarray) -> np.ndarray | None:
+        """The input statistics of the OOD check for one preprocessed tensor (no batch axis);
+        None for a model without the check."""
+        if self.card is None or self.card.ood is None or self.ood_stats is None:
+            return None
+        grid = tuple(self.card.ood.input_grid)
+        return input_statistics(x, self.card.input.layout, grid, self.ood_stats.version)
 
 
 @dataclass

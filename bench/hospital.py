@@ -728,9 +728,10 @@ def _split_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
         "Where the service's time goes: the medians over the timed answers of each stage the "
-        "service reports (`timing_ms`; postprocess includes the OOD check) and of what the "
-        "client measured outside them (HTTP both ways, the event loop, routing, admission, "
-        "the audit row, the JSON answer). Medians of parts need not add up to the e2e median.",
+        "service reports (`timing_ms`; preprocess includes the OOD check's input statistics, "
+        "postprocess the rest of it) and of what the client measured outside them (HTTP both "
+        "ways, the event loop, routing, admission, the audit row, the JSON answer). Medians of "
+        "parts need not add up to the e2e median.",
         "",
         "| input | decode | preprocess | inference | postprocess | outside | e2e p50 | reference |",
         "|---|---|---|---|---|---|---|---|",

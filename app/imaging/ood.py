@@ -374,10 +374,15 @@ def score(
     x: np.ndarray,
     layout: str,
     grid: tuple[int, ...],
+    statistics: np.ndarray | None = None,
 ) -> float:
     """OOD score of one input: ``features`` the model's extra output for it (any shape, one
-    input), ``x`` the preprocessed input (the card's layout without the batch axis). A
+    input), ``x`` the preprocessed input (the card's layout without the batch axis), and
+    ``statistics`` its ``input_statistics`` when they are already taken (else taken here). A
     non-finite score (features overflowed) is reported as the largest float: surely out."""
-    v = joint_vector(features, x, layout, grid, stats.version)
+    if statistics is None:
+        v = joint_vector(features, x, layout, grid, stats.version)
+    else:
+        v = np.concatenate([np.asarray(features, dtype=np.float64).ravel(), statistics])
     s = float(scores(stats, v[None, :])[0])
     return s if np.isfinite(s) else sys.float_info.max

@@ -301,6 +301,11 @@ def test_hook_writes_a_card_the_registry_loads_and_scores_with(tmp_path: Path) -
     assert entry.ood_stats is not None
     s = score(entry.ood_stats, feats[0], x[0], "NHWC", (2, 2))
     assert s == entry.ood_score(feats[0], x[0])
+    # the statistics taken before the model runs (as the pipeline does) give the same score
+    statistics = entry.ood_statistics(x[0])
+    assert statistics is not None and entry.ood_score(feats[0], x[0], statistics) == s
+    other = entry.ood_statistics(np.zeros_like(x[0]))
+    assert other is not None and entry.ood_score(feats[0], x[0], other) != s
     blank = np.zeros_like(x)
     _, f_blank = entry.run_with_features(blank)
     assert f_blank is not None and entry.ood_score(f_blank[0], blank[0]) > card.ood.threshold
