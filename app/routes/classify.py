@@ -21,20 +21,16 @@ from app.routes.common import (
     UPLOAD_BODY,
     UploadQuery,
     accept,
-    decision_fields,
     decision_headers,
     dicom_response,
     explanation_out,
     infer,
-    input_info,
+    json_answer,
     lean_route,
-    model_ref,
     negotiate,
-    ood_out,
-    prediction_json,
-    warnings_out,
+    prediction_fields,
 )
-from app.schemas import ClassificationResponse, Timing
+from app.schemas import ClassificationResponse
 
 _OFFERS = (JSON, DICOM)
 _EXPLAIN_OFFERS = (JSON, DICOM, PNG)
@@ -75,17 +71,11 @@ def _add_classifier(router: APIRouter, path: str, model: str, description: str) 
             return Response(
                 result.explanation.png, media_type=PNG, headers=decision_headers(result.decision)
             )
-        body = ClassificationResponse(
-            request_id=request.scope["state"]["request_id"],
-            model=model_ref(entry),
-            input=input_info(result.item, result.upload_sha256),
-            warnings=warnings_out(result.warnings),
-            timing_ms=Timing(**result.timing_ms),
-            explanation=explanation_out(result.explanation),
-            ood=ood_out(result.ood),
-            **decision_fields(result.decision),
-        )
-        return prediction_json(body)
+        body = prediction_fields(request, entry, result)
+        explanation = explanation_out(result.explanation)
+        if explanation is not None:
+            body["explanation"] = explanation
+        return json_answer(body)
 
     async def endpoint(
         request: Request, services: ServicesDep, query: Annotated[UploadQuery, Query()]

@@ -24,20 +24,16 @@ from app.routes.common import (
     UPLOAD_BODY,
     UploadQuery,
     accept,
-    decision_fields,
     decision_headers,
     dicom_response,
     explanation_out,
     infer,
-    input_info,
+    json_answer,
     lean_route,
-    model_ref,
     negotiate,
-    ood_out,
-    prediction_json,
-    warnings_out,
+    prediction_fields,
 )
-from app.schemas import RLE, MaskOut, SegmentationResponse, Timing
+from app.schemas import SegmentationResponse
 
 MaskFormat = Literal["rle", "png", "both", "none"]
 _ENCODINGS: dict[str, frozenset[str]] = {
@@ -64,28 +60,28 @@ _RESPONSES = {
 def _json(request: Request, entry: ModelEntry, result: Segmented) -> Response:
     s = result.summary
     rle = result.encoded.get("rle")
-    body = SegmentationResponse(
-        request_id=request.scope["state"]["request_id"],
-        model=model_ref(entry),
-        input=input_info(result.item, result.upload_sha256),
-        warnings=warnings_out(result.warnings),
-        timing_ms=Timing(**result.timing_ms),
-        mask=MaskOut(
-            height=s.mask.shape[0],
-            width=s.mask.shape[1],
-            area_px=s.area_px,
-            area_mm2=s.area_mm2,
-            bbox=s.bbox,
-            centroid=s.centroid,
-            centroid_mm=s.centroid_mm,
-            rle=RLE(**rle) if rle else None,
-            png_base64=result.encoded.get("png_base64"),
-        ),
-        explanation=explanation_out(result.explanation),
-        ood=ood_out(result.ood),
-        **decision_fields(result.decision),
-    )
-    return prediction_json(body)
+    body = prediction_fields(request, entry, result)
+    body["mask"] = {
+        "height": int(s.mask.shape[0]),
+        "width": int(s.mask.shape[1]),
+        "area_px": int(s.area_px),
+        "area_mm2": None if s.area_mm2 is None else float(s.area_mm2),
+        "bbox": None if s.bbox is None else [int(v) for v in s.bbox],
+        "centroid": None if s.centroid is None else [float(v) for v in s.centroid],
+        "centroid_mm": None if s.centroid_mm is None else [float(v) for v in s.centroid_mm],
+        "rle": None
+        if rle is None
+        else {
+            "size": [int(v) for v in rle["size"]],
+            "counts": [int(v) for v in rle["counts"]],
+            "order": "F",
+        },
+        "png_base64": result.encoded.get("png_base64"),
+    }
+    explanation = explanation_out(result.explanation)
+    if explanation is not None:
+        body["explanation"] = explanation
+    return json_answer(body)
 
 
 class SegmentQuery(UploadQuery):
