@@ -119,6 +119,15 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Per-model runtime, JSON: {"covid_ct": "onnxruntime"}; otherwise `runtime`',
     )
+    graph_rewrite: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "A model on onnxruntime serves its graph with each channel Concat that feeds one "
+            "Conv split into a Conv per part, summed (app/graph.py; the same outputs within "
+            "1e-4, checked at load): on for every model, off, or auto (the models where it "
+            "measured faster: AUTO_GRAPH_REWRITE in app/graph.py)"
+        ),
+    )
     max_concurrent_inferences: int = Field(2, ge=1, description="Inferences running at once")
     max_queued_inferences: int = Field(
         16, ge=0, description="Requests allowed to wait for an inference slot before 503"

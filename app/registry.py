@@ -22,10 +22,12 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.endpoints import Endpoint, card_disagreement
 from app.errors import ModelNotReady, NotFound
+from app.graph import split_concat_convs, wants_rewrite
 from app.imaging.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_bytes
 from app.imaging.ood import OodStats, input_statistics
 from app.imaging.ood import score as ood_score
 from app.runtime import (
+    PARITY_ATOL,
     AloneAwareRunner,
     CorePlan,
     Runner,
@@ -61,6 +63,7 @@ class ModelEntry:
     explain_batch: int = 1  # occluded inputs per run (the graph's batch size if fixed)
     explain_ms_per_item: float = 0.0  # measured at load, per input of a batch that size
     ood_stats: OodStats | None = None
+    graph_rewrites: int = 0  # Concat -> Conv pairs split in the graph served (app.graph)
 
     @property
     def sha256(self) -> str | None:
@@ -272,6 +275,8 @@ def load_entry(
             entry.reason = problem
             return entry
     _choose_runtime(entry, model_bytes, settings, probe)
+    if entry.runtime == "onnxruntime" and wants_rewrite(name, settings.graph_rewrite):
+        model_bytes = _rewrite_graph(entry, model_bytes, settings, probe)
     if alone_now is not None and settings.ort_spin_when_alone and entry.runtime == "onnxruntime":
         _add_alone_session(entry, model_bytes, settings, probe, alone_now)
     entry.ready = True
@@ -310,6 +315,41 @@ def _choose_runtime(
                 "max_abs_diff": choice.parity,
             },
         )
+
+
+def _rewrite_graph(
+    entry: ModelEntry, model_bytes: bytes, settings: Settings, probe: np.ndarray
+) -> bytes:
+    """Serve the rewritten graph (``app.graph.split_concat_convs``) when it loads and every
+    output on the self-test input is within ``PARITY_ATOL`` of the original's; the bytes
+    served (the original's when not, logged)."""
+    assert entry.session is not None and entry.input_name is not None
+    feeds = {entry.input_name: probe}
+    try:
+        rewritten, splits = split_concat_convs(model_bytes)
+        if splits == 0:
+            return model_bytes
+        session = ort.InferenceSession(
+            rewritten, sess_options=session_options(settings), providers=["CPUExecutionProvider"]
+        )
+        diff, problem = max_difference(entry.session.run(None, feeds), session.run(None, feeds))
+    except Exception as exc:  # onnx and onnxruntime raise several types
+        diff, problem, splits = float("inf"), f"it failed ({type(exc).__name__})", 0
+    if problem is None and not diff <= PARITY_ATOL:
+        problem = f"its outputs differ by {diff:.2g} (> {PARITY_ATOL:g})"
+    if problem is not None:
+        log.warning(
+            "graph not rewritten",
+            extra={"event": "runtime", "model": entry.name, "reason": problem},
+        )
+        return model_bytes
+    log.info(
+        "graph rewritten",
+        extra={"event": "runtime", "model": entry.name, "splits": splits, "max_abs_diff": diff},
+    )
+    entry.session = entry.runner = session
+    entry.graph_rewrites = splits
+    return rewritten
 
 
 def _add_alone_session(
