@@ -77,9 +77,10 @@ def split_concat_convs(model_bytes: bytes) -> tuple[bytes, int]:
         if concat.op_type != "Concat" or len(concat.input) < 2:
             continue
         out = concat.output[0]
-        rank = len(dims[out]) if out in dims else None
-        axis = _attributes(concat).get("axis")
-        if rank not in (4, 5) or axis not in (1, 1 - (rank or 0)) or out in outputs:
+        rank = len(dims.get(out, []))
+        if rank not in (4, 5) or _attributes(concat).get("axis") not in (1, 1 - rank):
+            continue
+        if out in outputs:
             continue
         convs = users.get(out, [])
         if len(convs) != 1 or convs[0].op_type != "Conv" or convs[0].input[0] != out:

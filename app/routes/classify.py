@@ -23,7 +23,6 @@ from app.routes.common import (
     accept,
     decision_headers,
     dicom_response,
-    explanation_out,
     infer,
     json_answer,
     lean_route,
@@ -71,11 +70,7 @@ def _add_classifier(router: APIRouter, path: str, model: str, description: str) 
             return Response(
                 result.explanation.png, media_type=PNG, headers=decision_headers(result.decision)
             )
-        body = prediction_fields(request, entry, result)
-        explanation = explanation_out(result.explanation)
-        if explanation is not None:
-            body["explanation"] = explanation
-        return json_answer(body)
+        return json_answer(prediction_fields(request, entry, result), result.explanation)
 
     async def endpoint(
         request: Request, services: ServicesDep, query: Annotated[UploadQuery, Query()]

@@ -103,7 +103,7 @@ async def accept(
 # answer cost 0.10 ms to build and 0.05 ms to serialize right after a model's run had
 # evicted the caches, the dicts and orjson 0.04 ms together (MRI slice, issue 18). Every
 # value is made a plain Python number here (numpy's are not JSON); tests check each kind of
-# answer against its response model, byte for byte.
+# answer against its response model: every field, in order, of the model's type.
 
 
 def model_ref(entry: ModelEntry) -> dict[str, Any]:
@@ -224,8 +224,15 @@ Q = TypeVar("Q", bound=UploadQuery)
 def query_of(model: type[Q], request: Request) -> Q:
     """The request's query parameters as ``model``, or the 422 FastAPI gives for them (the
     same pydantic validation; unknown parameters are ignored, as FastAPI does). A query seen
-    before is not validated again (``_validated_query``)."""
-    return cast(Q, _validated_query(model, request.scope["query_string"]))
+    before is not validated again (``_validated_query``; a query string longer than
+    ``_CACHED_MAX`` is validated every time, so that the cache stays small)."""
+    raw = request.scope["query_string"]
+    validate = _validated_query if len(raw) <= _CACHED_MAX else _validated_query.__wrapped__
+    return cast(Q, validate(model, raw))
+
+
+# the longest query string and Accept header whose result is kept (both are the client's)
+_CACHED_MAX = 256
 
 
 @functools.lru_cache(maxsize=256)
@@ -258,9 +265,7 @@ def lean_route(path: str, model: type[Q], answer: Answer[Q]) -> Route:
     return route
 
 
-def explanation_out(explanation: Explanation | None) -> dict[str, Any] | None:
-    if explanation is None:
-        return None
+def explanation_out(explanation: Explanation) -> dict[str, Any]:
     grid = explanation.grid
     return {
         "method": explanation.method,
@@ -271,8 +276,11 @@ def explanation_out(explanation: Explanation | None) -> dict[str, Any] | None:
     }
 
 
-def json_answer(body: dict[str, Any]) -> Response:
-    """A JSON answer (``body`` of plain Python values) as orjson writes it."""
+def json_answer(body: dict[str, Any], explanation: Explanation | None = None) -> Response:
+    """A JSON answer (``body`` of plain Python values) as orjson writes it, with the
+    ``explanation`` last when there is one (only an ``explain`` request has one)."""
+    if explanation is not None:
+        body["explanation"] = explanation_out(explanation)
     return Response(orjson.dumps(body), media_type=JSON)
 
 
@@ -324,7 +332,9 @@ def negotiate(request: Request, offers: tuple[str, ...]) -> str:
     """The offer the ``Accept`` header prefers (RFC 9110 §12.5.1): the highest q of the most
     specific matching range; ties go to the range listed first, then to the first offer (JSON).
     No ``Accept`` means the first offer; nothing acceptable → 406 ``not_acceptable``."""
-    chosen = _preferred(request.headers.get("accept", "").strip(), offers)
+    header = request.headers.get("accept", "").strip()
+    prefer = _preferred if len(header) <= _CACHED_MAX else _preferred.__wrapped__
+    chosen = prefer(header, offers)
     if chosen is None:
         raise NotAcceptable(
             "this endpoint answers " + ", ".join(offers) + "; the Accept header allows none"
@@ -334,8 +344,8 @@ def negotiate(request: Request, offers: tuple[str, ...]) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _preferred(header: str, offers: tuple[str, ...]) -> str | None:
-    """``negotiate``'s choice for one header, None for none; the last 256 headers kept (a
-    client sends the same one on every request; 24 us a request in process, issue 18)."""
+    """``negotiate``'s choice for one header, None for none; the last 256 short headers kept
+    (a client sends the same one on every request; 24 us a request in process, issue 18)."""
     if not header:
         return offers[0]
     ranges = [r for r in (_media_range(t) for t in header.split(",") if t.strip()) if r]

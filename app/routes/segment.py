@@ -26,7 +26,6 @@ from app.routes.common import (
     accept,
     decision_headers,
     dicom_response,
-    explanation_out,
     infer,
     json_answer,
     lean_route,
@@ -78,10 +77,7 @@ def _json(request: Request, entry: ModelEntry, result: Segmented) -> Response:
         },
         "png_base64": result.encoded.get("png_base64"),
     }
-    explanation = explanation_out(result.explanation)
-    if explanation is not None:
-        body["explanation"] = explanation
-    return json_answer(body)
+    return json_answer(body, result.explanation)
 
 
 class SegmentQuery(UploadQuery):

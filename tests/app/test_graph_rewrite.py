@@ -154,3 +154,15 @@ def test_a_rewrite_whose_outputs_differ_is_not_served(
     assert entry.ready and entry.graph_rewrites == 0
     assert any("graph not rewritten" in r.getMessage() for r in caplog.records)
     assert any("differ" in str(getattr(r, "reason", "")) for r in caplog.records)
+
+
+def test_a_rewrite_that_fails_leaves_the_original_serving(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A graph the rewriter cannot read (here: the bytes it returns are not ONNX) costs the
+    model nothing but the rewrite: it is ready on its original graph."""
+    monkeypatch.setattr(registry, "split_concat_convs", lambda model_bytes: (b"not onnx", 4))
+    with caplog.at_level(logging.WARNING, logger="medserve.registry"):
+        entry = load_entry("brain_tumor_mri", MRI, Settings(model_dir=MODELS))
+    assert entry.ready and entry.graph_rewrites == 0
+    assert any("failed" in str(getattr(r, "reason", "")) for r in caplog.records)

@@ -190,6 +190,31 @@ def test_repeated_queries_and_accept_headers_answer_each_as_the_first_time(
         assert_problem(ct, 406, "not_acceptable")
 
 
+def test_long_queries_and_accept_headers_are_answered_but_not_kept(served: TestClient) -> None:
+    """A query string or Accept header longer than the cache's key limit (the client's, of
+    any length) is validated and negotiated every time and never held in memory."""
+    from app.routes import common
+
+    data = png_bytes(np.full((10, 10), 7, np.uint8))
+    pad = "&pad=" + "x" * 400
+    accept = ", ".join(f"text/x-{i}" for i in range(60)) + ", image/png"
+    assert len(pad) > common._CACHED_MAX and len(accept) > common._CACHED_MAX
+    queries, choices = common._validated_query.cache_info(), common._preferred.cache_info()
+    for _ in range(2):
+        bad = served.post("/segment/mri?mask_format=jpeg" + pad, content=data)
+        assert_problem(bad, 422, "validation_error")
+        none = served.post("/segment/mri?mask_format=none" + pad, content=data).json()
+        assert none["mask"]["rle"] is None
+        png = served.post(
+            "/segment/mri?mask_format=none" + pad, content=data, headers={"Accept": accept}
+        )
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        refused = served.post("/segment/mri", content=data, headers={"Accept": accept[:-11]})
+        assert_problem(refused, 406, "not_acceptable")
+    assert common._validated_query.cache_info().currsize <= queries.currsize + 1  # "" only
+    assert common._preferred.cache_info().currsize <= choices.currsize + 1  # "" only
+
+
 def test_segmentation_png_and_overlay(served: TestClient) -> None:
     image = np.zeros((12, 12), np.uint8)
     image[2:6, 2:6] = 255
