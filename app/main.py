@@ -11,12 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from app import __version__
 from app import endpoints as endpoint_table
 from app.config import Settings, get_settings
 from app.endpoints import Endpoint, check_table
 from app.errors import MedserveError
+from app.fastpath import UploadFastPath
 from app.limiter import InferenceLimiter
 from app.logs import configure_logging
 from app.metrics import Metrics
@@ -168,4 +170,21 @@ def create_app(
     app.add_middleware(ApiKeyMiddleware, keys=settings.named_keys())
     routes = [route for router in routers for route in router.routes]
     app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=routes)
+
+    def own_middleware(inner: ASGIApp) -> ASGIApp:
+        """The three middlewares above around ``inner``, in the same order."""
+        limited = BodyLimitMiddleware(
+            inner, limit=settings.max_upload_bytes, read_timeout=settings.read_timeout_seconds
+        )
+        keyed = ApiKeyMiddleware(limited, keys=settings.named_keys())
+        return RequestContextMiddleware(keyed, metrics=metrics, routes=routes)
+
+    whole_stack = app.build_middleware_stack
+
+    def build_stack() -> ASGIApp:
+        handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
+        lean = [*classify_lean, *segment_lean]
+        return UploadFastPath(whole_stack(), lean, handlers, own_middleware)
+
+    app.build_middleware_stack = build_stack  # type: ignore[method-assign]
     return app

@@ -337,5 +337,79 @@ def test_upload_paths_are_dispatched_by_their_lean_routes_which_answer_as_fastap
     assert 'medserve_requests_total{endpoint="/segment/mri",status="200"} 2.0' in metrics
     assert 'medserve_requests_total{endpoint="/classify/xray",status="422"} 2.0' in metrics
     del routes[: len(lean)]
-    assert answers() == lean_answers
+    app.middleware_stack = app.middleware_stack.stack  # type: ignore[attr-defined]
+    assert answers() == lean_answers  # FastAPI's routes, through the whole stack
     assert lean_answers[-1][0] == 405
+
+
+def _upload_calls(served: TestClient) -> list[object]:
+    """Answers of the upload routes, good and bad: 200s, 422 for a bad parameter, 415, 413
+    from the body limit (declared and counted), 401 from the API key, a 405 for GET, and an
+    unhandled error's 500; status, the headers that matter and the body (without timings)."""
+    image = np.zeros((16, 16), np.uint8)
+    image[4:10, 5:12] = 255
+    key = {"X-API-Key": "fast-path-key-0123456789"}
+    calls: list[tuple[str, str, bytes, dict[str, str]]] = [
+        ("POST", "/segment/mri?mask_format=both", png_bytes(image), key),
+        ("POST", "/classify/xray?explain=occlusion", png_bytes(HALF), key),
+        ("POST", "/segment/mri?mask_format=jpeg", b"x", key),
+        ("POST", "/classify/xray", b"GIF89a not an image", {**key, "Content-Type": "image/gif"}),
+        ("POST", "/classify/xray", b"x" * 5000, key),
+        ("POST", "/classify/ct", png_bytes(HALF), key),  # no such model here: 503
+        ("POST", "/classify/xray", png_bytes(HALF), {}),
+        ("GET", "/segment/mri", b"", key),
+        ("POST", "/segment/xray", b"boom", key),
+    ]
+    out: list[object] = []
+    for method, path, body, headers in calls:
+        resp = served.request(
+            method, path, content=body or None, headers={**headers, "X-Request-ID": "same"}
+        )
+        doc = resp.json()
+        doc.pop("timing_ms", None)
+        wanted = ("content-type", "x-request-id", "www-authenticate", "allow", "connection")
+        out.append((resp.status_code, {h: resp.headers.get(h) for h in wanted}, doc))
+    return out
+
+
+def test_the_upload_routes_fast_path_answers_as_the_whole_stack_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST to an upload path goes through the service's own middleware straight to its
+    route (``app.fastpath``), and nothing else takes that path; every answer, good or bad,
+    is the one the app's whole stack gives."""
+    import app.routes.segment as segment_routes
+
+    write_tiny_model(tmp_path, name="pneumonia_xray")
+    write_tiny_model(tmp_path, name="brain_tumor_mri", segmenter=True)
+    write_tiny_model(tmp_path, name="phantom_tumor_xray", segmenter=True)
+    real = segment_routes.segment
+
+    def failing(entry: object, parts: list[bytes], *args: object, **kwargs: object) -> object:
+        if parts and parts[0] == b"boom":
+            raise RuntimeError("a bug")
+        return real(entry, parts, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segment_routes, "segment", failing)
+    settings = Settings(
+        model_dir=tmp_path,
+        api_keys="fast-path-key-0123456789",  # type: ignore[arg-type]
+        max_upload_bytes=4096,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as served:
+        stack = served.app.middleware_stack  # type: ignore[attr-defined]
+        whole = stack.stack
+        seen: list[str] = []
+
+        async def recording(scope: dict[str, object], receive: object, send: object) -> None:
+            if scope["type"] == "http":
+                seen.append(f"{scope['method']} {scope['path']}")
+            await whole(scope, receive, send)
+
+        stack.stack = recording
+        fast = _upload_calls(served)
+        assert seen == ["GET /segment/mri"]  # only the GET went through the whole stack
+        served.app.middleware_stack = whole  # type: ignore[attr-defined]
+        assert _upload_calls(served) == fast
+    statuses = [status for status, _, _ in fast]  # type: ignore[misc]
+    assert statuses == [200, 200, 422, 415, 413, 503, 401, 405, 500]
