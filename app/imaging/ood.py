@@ -99,10 +99,13 @@ def _coords(n: int) -> np.ndarray:
 def _block_means(a: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
     """Means of ``grid`` near-equal blocks of ``a`` (one per axis), flattened in C order."""
     if all(n % cells == 0 for n, cells in zip(a.shape, grid, strict=True)):
-        # equal blocks: one reshape, one sum
-        split = [d for n, cells in zip(a.shape, grid, strict=True) for d in (cells, n // cells)]
-        inner = tuple(range(1, 2 * a.ndim, 2))
-        sums = np.add.reduce(a.reshape(split), axis=inner)
+        # equal blocks: one axis at a time, each sum over whole contiguous rows (the two inner
+        # axes of a (8, 16, 8, 16) view summed at once took 18 us of a 128x128 input, these
+        # two sums 7 us)
+        sums = a
+        for k, (n, cells) in enumerate(zip(a.shape, grid, strict=True)):
+            view = sums.reshape(*sums.shape[:k], cells, n // cells, *sums.shape[k + 1 :])
+            sums = np.add.reduce(view, axis=k + 1)
         return np.asarray((sums / (a.size // sums.size)).ravel())
     out = a
     for axis, cells in enumerate(grid):
@@ -120,7 +123,7 @@ def _moments(a: np.ndarray, lo: float) -> list[float]:
     triangle), third central moment per axis, in coordinates scaled to [0, 1], and the log
     ratio of each axis's second moment to the first axis's (elongation and its direction,
     whatever the size); zeros for a constant input."""
-    w = a - lo
+    w = a - lo if lo != 0 else a  # a windowed input's minimum is most often 0: no copy
     k = a.ndim
     n_out = k + k * (k + 1) // 2 + k + (k - 1)
     # the marginals from one sum per axis pair: w summed over the other axes
@@ -229,7 +232,8 @@ def input_statistics(
     if version >= 2:
         shares = [float(np.log(max(v, 1.0 / a.size))) for v in shares]
     moments = _moments(a, lo)
-    flat = [_mean(d == 0) if d is not None else 1.0 for d in diffs]  # before the abs below
+    # version 2's equal-neighbour shares, before the abs below (version 1 has none)
+    flat = [_mean(d == 0) if d is not None else 1.0 for d in diffs] if version >= 2 else []
     grads = [_mean(np.abs(d, out=d)) if d is not None else 0.0 for d in diffs]
     extra = [_std(a), *grads, *shares]
     parts = [_block_means(a, grid), np.asarray(extra + moments)]
