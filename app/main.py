@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -160,24 +161,25 @@ def create_app(
     install_openapi(app)
     page.mount_static(app)
 
-    # add_middleware wraps: the last added is the outermost. Order of execution:
-    # request context -> API key -> body limit -> app.
-    app.add_middleware(
-        BodyLimitMiddleware,
-        limit=settings.max_upload_bytes,
-        read_timeout=settings.read_timeout_seconds,
-    )
-    app.add_middleware(ApiKeyMiddleware, keys=settings.named_keys())
+    # The service's own middleware, outermost first: request context -> API key -> body
+    # limit -> app. The app's stack gets them through add_middleware (the last added is the
+    # outermost); the upload routes' fast path (app.fastpath) wraps its route in the same.
     routes = [route for router in routers for route in router.routes]
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=routes)
+    own: list[tuple[type[Any], dict[str, Any]]] = [
+        (RequestContextMiddleware, {"metrics": metrics, "routes": routes}),
+        (ApiKeyMiddleware, {"keys": settings.named_keys()}),
+        (
+            BodyLimitMiddleware,
+            {"limit": settings.max_upload_bytes, "read_timeout": settings.read_timeout_seconds},
+        ),
+    ]
+    for middleware, options in reversed(own):
+        app.add_middleware(middleware, **options)
 
     def own_middleware(inner: ASGIApp) -> ASGIApp:
-        """The three middlewares above around ``inner``, in the same order."""
-        limited = BodyLimitMiddleware(
-            inner, limit=settings.max_upload_bytes, read_timeout=settings.read_timeout_seconds
-        )
-        keyed = ApiKeyMiddleware(limited, keys=settings.named_keys())
-        return RequestContextMiddleware(keyed, metrics=metrics, routes=routes)
+        for middleware, options in reversed(own):
+            inner = middleware(inner, **options)
+        return inner
 
     whole_stack = app.build_middleware_stack
 
