@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,8 +38,11 @@ class UploadFastPath:
         wrap: Callable[[ASGIApp], ASGIApp],
     ) -> None:
         self.stack = stack
-        mapped = ExceptionMiddleware(stack, handlers=handlers)
-        self._handlers = (mapped._exception_handlers, mapped._status_handlers)
+        # as Starlette's ExceptionMiddleware files them: by exception class and by status
+        # (the app's own handlers cover HTTPException, which that middleware adds by default)
+        by_class = {k: v for k, v in handlers.items() if not isinstance(k, int)}
+        by_status = {k: v for k, v in handlers.items() if isinstance(k, int)}
+        self._handlers = (by_class, by_status)
         self._routes = {route.path: route for route in routes}
         self._fast = wrap(self._route)
 

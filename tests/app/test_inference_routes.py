@@ -413,3 +413,32 @@ def test_the_upload_routes_fast_path_answers_as_the_whole_stack_does(
         assert _upload_calls(served) == fast
     statuses = [status for status, _, _ in fast]  # type: ignore[misc]
     assert statuses == [200, 200, 422, 415, 413, 503, 401, 405, 500]
+
+
+def test_behind_a_root_path_uploads_take_the_whole_stack_and_answer_the_same(
+    tmp_path: Path,
+) -> None:
+    """Behind a proxy prefix (``root_path``) the fast path steps aside: the upload goes through
+    the app's whole stack, and answers as it does without the prefix."""
+    write_tiny_model(tmp_path, name="pneumonia_xray")
+    app = create_app(Settings(model_dir=tmp_path))
+    with TestClient(app, root_path="/api") as served:
+        stack = served.app.middleware_stack  # type: ignore[attr-defined]
+        whole = stack.stack
+        seen: list[str] = []
+
+        async def recording(scope: dict[str, object], receive: object, send: object) -> None:
+            if scope["type"] == "http":
+                seen.append(str(scope["path"]))
+            await whole(scope, receive, send)
+
+        stack.stack = recording
+        resp = served.post("/classify/xray", content=png_bytes(HALF))
+        assert resp.status_code == 200, resp.text
+        assert len(seen) == 1 and seen[0].endswith("/classify/xray")
+    with TestClient(create_app(Settings(model_dir=tmp_path))) as plain:
+        other = plain.post("/classify/xray", content=png_bytes(HALF))
+    a, b = resp.json(), other.json()
+    for doc in (a, b):
+        doc.pop("timing_ms"), doc.pop("request_id")
+    assert a == b
