@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -228,11 +229,17 @@ class Settings(BaseSettings):
 
     @property
     def decode_limits(self) -> DecodeLimits:
+        return self.decode_limits_with(None)
+
+    def decode_limits_with(self, claim: Callable[[int], None] | None) -> DecodeLimits:
+        """The decode limits with a request's memory ticket ``claim`` (``DecodeLimits.claim``):
+        one object per upload, not a second one made by ``dataclasses.replace``."""
         return DecodeLimits(
             max_image_pixels=self.max_image_pixels,
             max_volume_voxels=self.max_volume_voxels,
             max_decompressed_bytes=self.max_decompressed_bytes,
             max_archive_entries=self.max_archive_entries,
+            claim=claim,
         )
 
     @property

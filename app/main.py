@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -80,6 +81,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return problem_response("validation_error", "; ".join(problems)[:1000] or None)
 
 
+# FastAPI's native OpenTelemetry, all of it off (``create_app``).
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(
     settings: Settings | None = None, endpoints: Sequence[Endpoint] | None = None
 ) -> FastAPI:
@@ -124,6 +129,11 @@ def create_app(
         lifespan=lifespan,
         # Swagger UI would ask validator.swagger.io to badge the schema: nothing leaves.
         swagger_ui_parameters={"validatorUrl": None},
+        # Nor OpenTelemetry: FastAPI's native instrumentation would export spans, metrics and
+        # log records as soon as anything in the process set a global provider, and it checks
+        # for one (three environment lookups) on every request, before any route. The
+        # service's metrics are Prometheus (/metrics) and its logs JSON lines.
+        telemetry=NO_OPENTELEMETRY,
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -57,3 +57,26 @@ class Metrics:
             ["thread"],
             registry=self.registry,
         )
+        # labelled children kept per label values (bounded: route templates, status codes,
+        # model names); ``labels()`` checks its arguments under a lock on every call
+        self._inference: dict[str, Histogram] = {}
+        self._requests: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_inference(self, model: str, seconds: float) -> None:
+        """``inference_duration.labels(model=model).observe(seconds)``."""
+        child = self._inference.get(model)
+        if child is None:
+            child = self._inference[model] = self.inference_duration.labels(model=model)
+        child.observe(seconds)
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        """One answered request: ``requests`` counted and ``request_duration`` observed."""
+        children = self._requests.get((endpoint, status))
+        if children is None:
+            children = (
+                self.requests.labels(endpoint=endpoint, status=str(status)),
+                self.request_duration.labels(endpoint=endpoint),
+            )
+            self._requests[(endpoint, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)

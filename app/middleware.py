@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, RequestTimeout
+from app.headers import header
 from app.logs import request_id_var
 from app.metrics import Metrics
 from app.problem import error_response, problem_response
@@ -35,6 +36,28 @@ V2_PREFIX = "/v2"
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def new_request_id() -> str:
+    """A random request id: ``uuid.uuid4().hex`` (the version and variant bits set) without
+    the ``UUID`` object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
+
+
+def with_request_id(raw: Iterable[tuple[bytes, bytes]], rid: str) -> list[tuple[bytes, bytes]]:
+    """A response's raw headers with ``X-Request-ID: rid`` set, as ``MutableHeaders`` sets it
+    (an existing one replaced where it stands, else appended), without building the
+    ``MutableHeaders`` for the common case of none."""
+    headers = list(raw)
+    if any(key.lower() == b"x-request-id" for key, _ in headers):
+        mutable = MutableHeaders(raw=headers)
+        mutable["X-Request-ID"] = rid
+        return mutable.raw
+    headers.append((b"x-request-id", rid.encode("latin-1")))
+    return headers
 
 
 def protocol_extra(scope: Scope, detail: str) -> dict[str, str] | None:
@@ -69,8 +92,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id", "")
-        rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        incoming = header(scope, b"x-request-id") or ""
+        rid = incoming if _REQUEST_ID.match(incoming) else new_request_id()
         token = request_id_var.set(rid)
         state = scope.setdefault("state", {})
         state["request_id"] = rid
@@ -83,7 +106,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = rid
+                message["headers"] = with_request_id(message.get("headers", ()), rid)
             await send(message)
 
         try:
@@ -96,8 +119,7 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             endpoint = self._endpoint(scope)
-            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
-            self.metrics.request_duration.labels(endpoint=endpoint).observe(elapsed)
+            self.metrics.observe_request(endpoint, status, elapsed)
             log.info(
                 "request",
                 extra={
@@ -122,10 +144,10 @@ class ApiKeyMiddleware:
         self.app = app
         self.keys = [(k.encode(), name, admin) for k, (name, admin) in keys.items()]
 
-    def _identify(self, headers: Headers) -> tuple[str, bool] | None:
-        presented = headers.get("x-api-key")
+    def _identify(self, scope: Scope) -> tuple[str, bool] | None:
+        presented = header(scope, b"x-api-key")
         if presented is None:
-            auth = headers.get("authorization", "")
+            auth = header(scope, b"authorization") or ""
             scheme, _, token = auth.partition(" ")
             presented = token.strip() if scheme.lower() == "bearer" else None
         if not presented:
@@ -142,7 +164,7 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or not self.keys:
             await self.app(scope, receive, send)
             return
-        identity = self._identify(Headers(scope=scope))
+        identity = self._identify(scope)
         if identity is not None:
             state = scope.setdefault("state", {})
             state["key_name"], state["admin"] = identity
@@ -169,17 +191,19 @@ class BodyLimitMiddleware:
         self.limit = limit
         self.read_timeout = read_timeout
 
+    def _too_large(self, scope: Scope) -> PayloadTooLarge:
+        detail = f"request body exceeds the limit of {self.limit} bytes"
+        return PayloadTooLarge(
+            detail, headers={"Connection": "close"}, extra=protocol_extra(scope, detail)
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"request body exceeds the limit of {self.limit} bytes"
-        too_large = PayloadTooLarge(
-            detail, headers={"Connection": "close"}, extra=protocol_extra(scope, detail)
-        )
-        declared = Headers(scope=scope).get("content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await error_response(too_large)(scope, receive, send)
+            await error_response(self._too_large(scope))(scope, receive, send)
             return
 
         received = 0
@@ -202,7 +226,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise too_large
+                    raise self._too_large(scope)
                 body_done = not message.get("more_body", False)
             return message
 

@@ -182,7 +182,7 @@ def _run(
     timer.lap("preprocess")
     output, features = entry.run_with_features(batch)
     timer.lap("inference")
-    metrics.inference_duration.labels(model=entry.name).observe(timer.stages["inference"] / 1000)
+    metrics.observe_inference(entry.name, timer.stages["inference"] / 1000)
     ood = assess_ood(entry, batch, features, ood_policy, statistics)
     return item, batch, output, ood
 

@@ -13,6 +13,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from app.errors import BadRequest
+from app.headers import header
 
 FILE_FIELD = b"file"
 MAX_FIELD_BYTES = 64 * 1024  # form fields other than files (nothing reads them)
@@ -80,7 +81,7 @@ class _FormCollector:
 
 async def read_upload(request: Request, max_parts: int) -> list[bytes]:
     """The uploaded files as bytes: every multipart ``file`` part, or the raw body as one file."""
-    content_type = request.headers.get("content-type", "")
+    content_type = header(request.scope, b"content-type") or ""
     media_type, params = parse_options_header(content_type)
     try:
         if media_type != b"multipart/form-data":

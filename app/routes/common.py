@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from starlette.routing import Route
 
 from app.deps import Services, services_of
 from app.errors import MedserveError, NotAcceptable, Overloaded
+from app.headers import header
 from app.imaging.explain import Explanation
 from app.imaging.limits import DecodeLimits
 from app.imaging.postprocess import Decision, resolve_operating_point
@@ -332,9 +332,9 @@ def negotiate(request: Request, offers: tuple[str, ...]) -> str:
     """The offer the ``Accept`` header prefers (RFC 9110 §12.5.1): the highest q of the most
     specific matching range; ties go to the range listed first, then to the first offer (JSON).
     No ``Accept`` means the first offer; nothing acceptable → 406 ``not_acceptable``."""
-    header = request.headers.get("accept", "").strip()
-    prefer = _preferred if len(header) <= _CACHED_MAX else _preferred.__wrapped__
-    chosen = prefer(header, offers)
+    accept = (header(request.scope, b"accept") or "").strip()
+    prefer = _preferred if len(accept) <= _CACHED_MAX else _preferred.__wrapped__
+    chosen = prefer(accept, offers)
     if chosen is None:
         raise NotAcceptable(
             "this endpoint answers " + ", ".join(offers) + "; the Accept header allows none"
@@ -452,7 +452,7 @@ async def drain(request: Request) -> None:
 
 
 def declared_length(request: Request) -> int:
-    value = request.headers.get("content-length", "")
+    value = header(request.scope, b"content-length") or ""
     return int(value) if value.isdigit() else 0
 
 
@@ -463,12 +463,12 @@ def run_kind(request: Request) -> tuple[str, bytes, str, str]:
     """What makes two requests the same kind of work for the limiter's run times: the path,
     the query and the media types asked for and sent (without parameters: a multipart
     boundary differs per request), each cut to ``_KIND_FIELD`` characters (the client's)."""
-    headers = request.headers
-    content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+    scope = request.scope
+    content_type = (header(scope, b"content-type") or "").partition(";")[0].strip().lower()
     return (
-        request.scope["path"][:_KIND_FIELD],
-        request.scope["query_string"][:_KIND_FIELD],
-        headers.get("accept", "")[:_KIND_FIELD],
+        scope["path"][:_KIND_FIELD],
+        scope["query_string"][:_KIND_FIELD],
+        (header(scope, b"accept") or "")[:_KIND_FIELD],
         content_type[:_KIND_FIELD],
     )
 
@@ -498,7 +498,7 @@ async def infer(
             allow_large_reads(request.scope)
             parts = await read_upload(request, settings.max_upload_parts)
             body_read = True
-            limits = dataclasses.replace(settings.decode_limits, claim=ticket.claim)
+            limits = settings.decode_limits_with(ticket.claim)
             size = sum(len(part) for part in parts)
             return await limiter.run_kind(
                 run_kind(request), size, functools.partial(run_and_audit, parts, limits)

@@ -292,7 +292,7 @@ def run_infer(
 
     started = time.perf_counter()
     raw = [np.asarray(a) for a in runner.run(None, feeds)]
-    metrics.inference_duration.labels(model=entry.name).observe(time.perf_counter() - started)
+    metrics.observe_inference(entry.name, time.perf_counter() - started)
     tensors = dict(zip(raw_names, raw, strict=True))
     batch = int(next(iter(feeds.values())).shape[0])
     decisions: list[Decision] = []
