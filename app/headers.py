@@ -22,5 +22,5 @@ def header(scope: Scope, name: bytes) -> str | None:
         # reversed: where a name occurs twice the first occurrence is the one kept
         kept = (raw, dict(reversed(raw if isinstance(raw, list | tuple) else list(raw))))
         scope[_KEY] = kept
-    value = kept[1].get(name)
-    return None if value is None else str(value.decode("latin-1"))
+    value: bytes | None = kept[1].get(name)
+    return None if value is None else value.decode("latin-1")
