@@ -14,6 +14,7 @@ from starlette.datastructures import Headers, MutableHeaders
 
 from app.headers import header
 from app.main import create_app
+from app.metrics import Metrics
 from app.middleware import new_request_id, with_request_id
 
 RAW = [
@@ -93,5 +94,30 @@ def test_fastapis_opentelemetry_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
     provider.tracers = 0
     with TestClient(create_app()) as c:
         assert c.get("/health/live").status_code == 200
-        assert c.post("/segment/mri", content=b"x", headers={"content-type": "image/png"})
+        upload = c.post("/segment/mri", content=b"x", headers={"content-type": "image/png"})
+        assert upload.status_code == 415 and upload.json()["code"] == "unsupported_media_type"
     assert provider.tracers == 0
+
+
+def test_kept_metric_children_count_as_labels_would() -> None:
+    metrics = Metrics()
+    for status, seconds in ((200, 0.004), (200, 0.006), (415, 0.001), (200, 0.02)):
+        metrics.observe_request("/segment/mri", status, seconds)
+    metrics.observe_request("/models", 200, 0.002)
+    for model, seconds in (
+        ("brain_tumor_mri", 0.004),
+        ("brain_tumor_mri", 0.005),
+        ("covid_ct", 0.1),
+    ):
+        metrics.observe_inference(model, seconds)
+    value = metrics.registry.get_sample_value
+    assert value("medserve_requests_total", {"endpoint": "/segment/mri", "status": "200"}) == 3
+    assert value("medserve_requests_total", {"endpoint": "/segment/mri", "status": "415"}) == 1
+    assert value("medserve_requests_total", {"endpoint": "/models", "status": "200"}) == 1
+    durations = "medserve_request_duration_seconds"
+    assert value(durations + "_count", {"endpoint": "/segment/mri"}) == 4
+    assert value(durations + "_sum", {"endpoint": "/segment/mri"}) == pytest.approx(0.031)
+    inference = "medserve_inference_duration_seconds"
+    assert value(inference + "_count", {"model": "brain_tumor_mri"}) == 2
+    assert value(inference + "_sum", {"model": "brain_tumor_mri"}) == pytest.approx(0.009)
+    assert value(inference + "_count", {"model": "covid_ct"}) == 1
