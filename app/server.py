@@ -20,13 +20,19 @@ app has admitted (``allow_large_reads``, marked in the request's scope state jus
 app reads it: it has room in the memory budget, ``app.limiter``): a request waiting for
 admission, one answered without its body and a refused body being drained (any number of them
 at once) are read as uvicorn reads them, so a connection holds no more than it did.
+
+A response's head (status line and headers) is held back until its body is written, and both
+go out in one send (``HeldHead``): uvicorn writes them apart, two sends and two segments on a
+``TCP_NODELAY`` socket, which the client reads as two wake-ups. A head whose body does not
+follow in the same turn of the event loop (a streamed answer, a ``100 Continue``) goes out at
+the loop's next turn. MRI slice side by side 0.99x (bench/ab.py, issue 18).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -81,6 +87,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._disarm()
         super().on_headers_complete()
+        # the request's cycle (uvicorn's) writes its response through HeldHead; its task has
+        # not run yet (it starts at the loop's next turn)
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.transport = cast(asyncio.Transport, HeldHead(self.transport, self.loop))
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)  # pauses reading past uvicorn's 64 KiB
@@ -102,6 +113,44 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self._awaiting_headers and not self.transport.is_closing():
             self.transport.close()
+
+
+class HeldHead:
+    """The transport one request's response is written to: a write that is a response head
+    (``HTTP/1.1 ...`` up to its blank line) is held until the next write, which takes it along
+    in one ``writelines``, or until the event loop's next turn; everything else is the
+    connection's transport's."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write a held head now (nothing if none is held, or the connection is closing)."""
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def protocol_with(header_timeout: float) -> type[GuardedHttpToolsProtocol]:

@@ -26,11 +26,12 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -47,6 +48,38 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: Any, http: Any = None, lifespan: str = "off") -> Iterator[Any]:
+    """A real uvicorn server on 127.0.0.1 with the service's protocol (``http``, default
+    ``app.server.protocol_with(10.0)``) on uvloop, in a thread; yields the ``uvicorn.Server``."""
+    import uvicorn
+
+    from app.server import protocol_with
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        http=http or protocol_with(10.0),
+        loop="uvloop",
+        log_config=None,
+        access_log=False,
+        lifespan=lifespan,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

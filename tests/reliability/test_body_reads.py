@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,8 @@ from app.server import (
     GuardedHttpToolsProtocol,
     allow_large_reads,
     large_reads_allowed,
-    protocol_with,
 )
-from tests.servers import free_port
+from tests.servers import uvicorn_in_thread
 from tests.tiny_model import write_tiny_model
 
 MiB = 1024 * 1024
@@ -82,37 +80,10 @@ def _protocols(server: uvicorn.Server) -> list[GuardedHttpToolsProtocol]:
     return [p for p in connections if isinstance(p, GuardedHttpToolsProtocol)]
 
 
-@contextmanager
-def _serve(app: Any, lifespan: str = "off") -> Iterator[uvicorn.Server]:
-    """A real uvicorn server with the service's protocol on uvloop, in a thread."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=free_port(),
-        http=protocol_with(10.0),
-        loop="uvloop",
-        log_config=None,
-        access_log=False,
-        lifespan=lifespan,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield server
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture
 def running() -> Iterator[Running]:
     app = Recorder()
-    with _serve(app) as server:
+    with uvicorn_in_thread(app) as server:
         yield Running(app, server, server.config.port)
 
 
@@ -223,7 +194,7 @@ def test_the_service_admits_its_upload_bodies_and_not_a_drained_one(
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     with (
-        _serve(create_app(settings), lifespan="on") as server,
+        uvicorn_in_thread(create_app(settings), lifespan="on") as server,
         socket.create_connection(("127.0.0.1", server.config.port)) as sock,
     ):
         sock.sendall(head.encode() + body)
