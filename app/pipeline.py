@@ -132,14 +132,25 @@ _HASH_IN_THREAD_BYTES = 1 << 20
 _hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medserve-sha256")
 
 
-def upload_digest(parts: Sequence[bytes]) -> Future[str]:
+class Hashed:
+    """A small upload's sha256, hashed at once, read as ``upload_digest``'s future is read (a
+    ``concurrent.futures.Future`` makes a lock and a condition: 200 bytecodes a request)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def result(self, timeout: float | None = None) -> str:
+        return self._value
+
+
+def upload_digest(parts: Sequence[bytes]) -> Future[str] | Hashed:
     """The upload's sha256, computed next to decoding: hashlib releases the GIL while it hashes
     a large buffer, so on a second core it costs the request nothing (small uploads are hashed
     at once)."""
     if sum(len(p) for p in parts) < _HASH_IN_THREAD_BYTES:
-        done: Future[str] = Future()
-        done.set_result(upload_sha256(parts))
-        return done
+        return Hashed(upload_sha256(parts))
     return _hasher.submit(upload_sha256, parts)
 
 
