@@ -390,9 +390,9 @@ def _float32_values(a: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("n", [4096, 5000, 49_152, 200_000])
 def test_ranked_quantiles_equal_numpys_to_the_bit(n: int) -> None:
-    """Version 2's quantiles: the bucket ranking of float32 values >= 0 gives np.quantile's
-    numbers exactly, with ties (clipping, posterisation, constants); other inputs (NaN,
-    negative values, float64 values, small inputs) take np.quantile itself."""
+    """Version 2's quantiles: float32 values sorted give np.quantile's numbers exactly, with
+    ties (clipping, posterisation, constants), negative values and infinities; other inputs
+    (NaN, float64 values) take np.quantile itself."""
     rng = np.random.default_rng(n)
     inputs = [
         _float32_values(rng.random(n)),
@@ -408,10 +408,16 @@ def test_ranked_quantiles_equal_numpys_to_the_bit(n: int) -> None:
     nan = _float32_values(rng.random(n))
     nan[3] = np.nan
     inputs.append(nan)
+    infinite = _float32_values(rng.random(n))
+    infinite[[5, 9]] = np.inf
+    infinite[7] = -np.inf
+    inputs.append(infinite)
     for values in inputs:
         for qs in (QUANTILES, (0.0, 0.5, 1.0), (0.25, 0.999999)):
-            got = quantiles(values, qs)
+            with np.errstate(invalid="ignore"):  # inf - inf between infinite neighbours
+                got, expected = quantiles(values, qs), np.quantile(values, qs)
             assert got.dtype == np.float64
-            np.testing.assert_array_equal(got, np.quantile(values, qs))
-    small = _float32_values(rng.random(100))
-    np.testing.assert_array_equal(quantiles(small, QUANTILES), np.quantile(small, QUANTILES))
+            np.testing.assert_array_equal(got, expected)
+    for size in (1, 2, 3, 100):
+        small = _float32_values(rng.random(size))
+        np.testing.assert_array_equal(quantiles(small, QUANTILES), np.quantile(small, QUANTILES))
