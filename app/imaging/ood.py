@@ -169,12 +169,12 @@ def _check_version(version: int) -> None:
 def quantiles(a: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     """``np.quantile(a, qs)`` (its default linear method), the same float64 values, for any
     ``a``. An input of float64 numbers that are all float32 numbers (a preprocessed tensor)
-    is sorted as float32, which orders them as their values (numpy's SIMD sort: a 128 x 128
-    input in 30 us right after a model's run, against 320 us for the bucket ranking this
-    replaced and 120 us for a float64 sort; issue 18); numpy's partition is an exact
-    selection, so the values at the ranks are the ones it finds, and the interpolation is its
-    own formula: the same numbers to the bit. Anything else (NaN, float64 values, no values)
-    goes to np.quantile."""
+    is sorted as float32, which orders them as their values (numpy's SIMD sort: this function
+    took 38 us on a 128 x 128 input, against 91 us for the ranking by float32 bit patterns in
+    65,536 buckets it replaced; a float64 sort is 4x slower; issue 18); numpy's partition is
+    an exact selection, so the values at the ranks are the ones it finds, and the
+    interpolation is its own formula: the same numbers to the bit. Anything else (NaN,
+    float64 values, no values) goes to np.quantile."""
     flat = np.asarray(a, dtype=np.float64).ravel()
     n = flat.size
     single = flat.astype(np.float32)
