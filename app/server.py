@@ -146,6 +146,8 @@ class HeldHead:
             self._transport.write(held)
 
     def close(self) -> None:
+        """Close after writing a held head (uvicorn closes in the same turn when an app fails
+        after its head: the client gets the head, as uvicorn alone sends it, then the end)."""
         self.flush()
         self._transport.close()
 

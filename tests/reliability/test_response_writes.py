@@ -1,7 +1,8 @@
 """How the service's HTTP protocol (app/server.py) writes answers, on a real uvicorn server on
 127.0.0.1 on uvloop: a whole answer's head and body in one send; a streamed answer's head at
 once, before its body is ready; ``100 Continue`` before the client sends its body; an answer
-on a connection that closes after it complete. The connection's transport is wrapped in a
+on a connection that closes after it complete; the head of an app that fails after it, before
+the connection closes. The connection's transport is wrapped in a
 recorder that passes every call through and notes the writes."""
 
 from __future__ import annotations
@@ -68,9 +69,25 @@ async def streamed(request: Request) -> Response:
     return StreamingResponse(body(), media_type="text/plain")
 
 
-APP = Starlette(
+class Broken(Exception):
+    pass
+
+
+async def broken(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An answer whose head is sent, then the app fails before its body: uvicorn closes the
+    connection in the same turn, with the head still held."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-part", b"1")]})
+    raise Broken
+
+
+ROUTES = Starlette(
     routes=[Route("/whole", whole, methods=["GET", "POST"]), Route("/streamed", streamed)]
 )
+
+
+async def APP(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    app = broken if scope.get("path") == "/broken" else ROUTES
+    await app(scope, receive, send)
 
 
 @pytest.fixture
@@ -160,3 +177,15 @@ def test_an_answer_before_close_arrives_whole(port: int) -> None:
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"x" * 5000)
     assert b"connection: close" in data.split(b"\r\n\r\n")[0]
+
+
+def test_a_head_held_when_the_connection_closes_is_sent_first(port: int) -> None:
+    """The app fails after its head: uvicorn closes the connection; the client still gets the
+    head (as uvicorn alone would send it), then the end of the stream."""
+    with _connect(port) as sock:
+        sock.sendall(b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and b"x-part: 1" in data
+    assert data.endswith(b"\r\n\r\n")  # the head and nothing after it
