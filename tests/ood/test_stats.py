@@ -193,6 +193,38 @@ def test_input_statistics_see_constant_and_noisy_inputs() -> None:
     assert input_statistics(vol, "NDHWC", (2, 3, 3)).shape == (18 + 1 + 3 + 2 + moments_3d,)
 
 
+def _moments_of(image: np.ndarray) -> np.ndarray:
+    """The moments of a 2-D image's input statistics (one thumbnail cell): centroid (2),
+    second moments (3), third moments (2), elongation ratio."""
+    return input_statistics(image[..., None], "NHWC", (1, 1))[6:]
+
+
+def test_moments_of_a_line_or_a_point_have_exactly_no_spread_across_it() -> None:
+    tiny = np.finfo(np.float64).tiny
+    row = np.zeros((64, 48))
+    row[10, 5:40] = 0.8
+    c0, c1, var0, cov, var1, third0, _, ratio = _moments_of(row)
+    # weight on one row: no spread and no skew across the rows, and the elongation's
+    # logarithm of the spread along the row over the floor (not of rounding noise)
+    assert c0 == pytest.approx(10 / 63, abs=1e-15) and c1 == pytest.approx(22 / 47, abs=1e-15)
+    assert var0 == 0 and var1 > 0.01
+    assert abs(cov) < 1e-16 and abs(third0) < 1e-16
+    assert ratio == pytest.approx(np.log((var1 + tiny) / tiny))
+    assert _moments_of(np.ascontiguousarray(row.T))[4] == 0  # the same turned: along columns
+    point = np.zeros((32, 32))
+    point[3, 30] = 1.0
+    moments = _moments_of(point)
+    assert moments[:2] == pytest.approx([3 / 31, 30 / 31], abs=1e-15)
+    assert moments[2] == moments[4] == 0 and moments[-1] == 0
+    # a faint second row is a small spread, not one lost in the floor: the plain formula's
+    two_rows = row.copy()
+    two_rows[11, 5:40] = 1e-3
+    got = _moments_of(two_rows)
+    plain = _plain_statistics(two_rows[..., None], "NHWC", (1, 1), 1)[6:]
+    assert 0 < got[2] < 1e-6
+    np.testing.assert_allclose(got[[0, 1, 2, 4, 5, 7]], np.asarray(plain)[[0, 1, 2, 4, 5, 7]], 1e-9)
+
+
 def test_block_distances_are_the_plain_formula_alone_or_in_a_batch() -> None:
     """Per block, min over the classes of (z - m)^T P (z - m) on the standardised vector, and
     the same numbers for an input scored alone as in a batch."""
