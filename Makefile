@@ -1,7 +1,7 @@
 # medserve — the two commands are `make run` and `make test`.
-# Debian's python3.11 where there is one (the container's interpreter: built with PGO and LTO,
-# the service 1.4-2.6 % faster per upload than a plain source build such as pyenv's), else the
-# python3.11 on PATH.
+# Debian's python3.11 where there is one (the container's interpreter, libpython linked into the
+# executable: the service 2-6 % faster per upload than on pyenv's plain --enable-shared source
+# build, bench/ab.py), else the python3.11 on PATH.
 PYTHON ?= $(or $(wildcard /usr/bin/python3.11),python3.11)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
