@@ -142,7 +142,7 @@ def _variance(second: float, first: float) -> float:
     within the rounding of the two (an input whose weight lies on one line along the axis:
     the two-pass formula's exact 0, which the elongation ratio's logarithm tells apart)."""
     v = second - first * first
-    return v if v > 8 * _EPS * second else 0.0
+    return 0.0 if v <= 8 * _EPS * second else v  # NaN stays NaN
 
 
 def _moments_2d(a: np.ndarray, lo: float) -> list[float]:
@@ -151,8 +151,8 @@ def _moments_2d(a: np.ndarray, lo: float) -> list[float]:
     one (4, H) x (H, W) x (W, 4) product, and the central moments the usual polynomials in
     them. About the middle the coordinates are at most 0.5, so the polynomials lose at most a
     few units in the last place of values up to 0.25 (1e-16 absolute; a spread within that
-    is 0, see :func:`_variance`). Two numpy calls where the marginals and their dot products
-    took twenty (33 -> 10 us on a 128 x 128 input; issue 18)."""
+    is 0, see :func:`_variance`). Two matrix products where the marginals and their dot
+    products took twenty numpy calls (33 -> 10 us on a 128 x 128 input; issue 18)."""
     w = a - lo if lo != 0 else a  # a windowed input's minimum is most often 0: no copy
     # (H, W) x (W, 4) first: OpenBLAS took 6 us for it, twice that for (4, H) x (H, W)
     m = (_powers(a.shape[0]).T @ (w @ _powers(a.shape[1]))).tolist()

@@ -223,6 +223,10 @@ def test_moments_of_a_line_or_a_point_have_exactly_no_spread_across_it() -> None
     plain = _plain_statistics(two_rows[..., None], "NHWC", (1, 1), 1)[6:]
     assert 0 < got[2] < 1e-6
     np.testing.assert_allclose(got[[0, 1, 2, 4, 5, 7]], np.asarray(plain)[[0, 1, 2, 4, 5, 7]], 1e-9)
+    # a NaN makes every moment NaN (the score then says: surely out), the spread included
+    with_nan = row.copy()
+    with_nan[0, 0] = np.nan
+    assert np.isnan(_moments_of(with_nan)).all()
 
 
 def test_block_distances_are_the_plain_formula_alone_or_in_a_batch() -> None:
