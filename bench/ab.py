@@ -8,9 +8,11 @@ change from noise).
     .venv/bin/python bench/ab.py --b-env MEDSERVE_ORT_SPIN_WHEN_ALONE=false   # a setting
     .venv/bin/python bench/ab.py --a /tmp/base -c 2                            # requests/s
     .venv/bin/python bench/ab.py --b-env MEDSERVE_ORT_PIN_WHEN_ALONE=false --gap-ms 20
+    .venv/bin/python bench/ab.py --a-python /tmp/other-venv/bin/python        # an interpreter
 
 ``--a`` and ``--b`` are checkouts (default: this one); both run on this checkout's virtual
-environment and models. At concurrency 1 it prints the median latency of each and B/A; at
+environment (or ``--a-python`` / ``--b-python``: another one's interpreter, with the same
+packages installed) and models. At concurrency 1 it prints the median latency of each and B/A; at
 ``-c`` > 1, requests/s and the median latency over alternating blocks of 16 × c requests.
 ``--gap-ms`` leaves the machine idle after each upload, as a stream of frames does: some
 effects show only then (threads that the scheduler puts on one core after an idle spell, see
@@ -99,9 +101,14 @@ def one_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         servers = {}
         try:
-            for key, tree, env in (("A", args.a, args.a_env), ("B", args.b, args.b_env)):
+            sides = (
+                ("A", args.a, args.a_env, args.a_python),
+                ("B", args.b, args.b_env, args.b_python),
+            )
+            for key, tree, env, python in sides:
                 log = Path(tmp) / f"{key}.log"
-                servers[key] = Server(ROOT / "models", log, None, _settings(env), tree.resolve())
+                settings = _settings(env)
+                servers[key] = Server(ROOT / "models", log, None, settings, tree.resolve(), python)
             ports = {k: s.port for k, s in servers.items()}
             for row in rows:
                 if args.c == 1:
@@ -133,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", type=Path, default=ROOT, help="checkout B (default: this one)")
     parser.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--a-python", type=Path, help="interpreter for A (default: this one)")
+    parser.add_argument("--b-python", type=Path, help="interpreter for B (default: this one)")
     parser.add_argument("--only", action="append", help="rows whose name contains this")
     parser.add_argument("-n", type=int, default=40, help="uploads per server and row (c=1)")
     parser.add_argument("-c", type=int, default=1, help="concurrency (> 1: requests/s)")

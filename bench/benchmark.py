@@ -436,7 +436,8 @@ def write_section(path: Path, section: str) -> None:
 
 class Server:
     """``python -m app.cli serve`` on a free port, optionally pinned to ``cpus``; from ``tree``
-    (another checkout of the service, e.g. a ``git worktree``) instead of this one if given."""
+    (another checkout of the service, e.g. a ``git worktree``) instead of this one if given,
+    and on the interpreter ``python`` (another virtual environment's) instead of this one's."""
 
     def __init__(
         self,
@@ -445,6 +446,7 @@ class Server:
         cpus: set[int] | None,
         settings: dict[str, str] | None = None,
         tree: Path | None = None,
+        python: Path | None = None,
     ) -> None:
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSERVE_")}
@@ -452,7 +454,7 @@ class Server:
         env["MEDSERVE_MODEL_DIR"] = str(model_dir)
         if tree is not None:
             env["PYTHONPATH"] = str(tree)
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
+        cmd = [str(python or sys.executable), "-m", "app.cli", "serve", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port)]
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
