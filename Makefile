@@ -1,8 +1,10 @@
 # medserve — the two commands are `make run` and `make test`.
-# Debian's python3.11 where there is one (the container's interpreter, libpython linked into the
-# executable: the service 2-6 % faster per upload than on pyenv's plain --enable-shared source
-# build, bench/ab.py), else the python3.11 on PATH.
-PYTHON ?= $(or $(wildcard /usr/bin/python3.11),python3.11)
+# Debian's python3.11 where there is one that can make a venv (the container's interpreter,
+# libpython linked into the executable: the service 2-6 % faster per upload than on pyenv's plain
+# --enable-shared source build, bench/ab.py), else the python3.11 on PATH.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell /usr/bin/python3.11 -c 'import ensurepip, venv' >/dev/null 2>&1 && echo /usr/bin/python3.11 || echo python3.11)
+endif
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1

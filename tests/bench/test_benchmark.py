@@ -152,11 +152,20 @@ def test_hospital_benchmark_runs_small(tmp_path: Path) -> None:
 
 
 def test_ab_compares_two_servers_side_by_side(tmp_path: Path) -> None:
-    """bench/ab.py at a tiny scale: one row at concurrency 1 and 2, a B/A figure for each."""
+    """bench/ab.py at a tiny scale: one row at concurrency 1 and 2, a B/A figure for each;
+    side A on the interpreter ``--a-python`` names (here a wrapper that leaves a mark)."""
+    mark = tmp_path / "a-python-ran"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\ntouch "{mark}"\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
     cmd = [sys.executable, str(ROOT / "bench" / "ab.py"), "--scale", "0.05", "--ct-slices", "8",
            "--only", "phantom frame 1024x768 16-bit PNG", "-n", "2",
            "--b-env", "MEDSERVE_ORT_SPIN_WHEN_ALONE=false"]  # fmt: skip
-    one = subprocess.run(cmd, check=True, cwd=ROOT, timeout=300, capture_output=True, text=True)
+    one = subprocess.run(
+        [*cmd, "--a-python", str(wrapper)],
+        check=True, cwd=ROOT, timeout=300, capture_output=True, text=True,
+    )  # fmt: skip
+    assert mark.exists()
     two = subprocess.run(
         [*cmd, "-c", "2", "--rounds", "1"],
         check=True, cwd=ROOT, timeout=300, capture_output=True, text=True,
