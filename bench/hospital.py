@@ -57,6 +57,7 @@ from benchmark import (  # noqa: E402
     ENDPOINTS,
     Server,
     Upload,
+    environment,
     load,
     memory_mb,
     summary,
@@ -648,6 +649,7 @@ def run(
     return {
         "scale": scale,
         "ct_slices": ct_slices,
+        "environment": environment(len(os.sched_getaffinity(0))),
         "cores": len(os.sched_getaffinity(0)),
         "rows": results,
         "bursts": burst_rows,
@@ -659,16 +661,23 @@ def run(
 def report(results: dict[str, Any]) -> str:
     load = results.get("load_average", [float("nan"), float("nan")])
     settle = results.get("settle_s", SETTLE_S)
+    env = results.get("environment")
+    machine = (
+        f"Measured {env['date']} on {env['cpu']}, Python {env['python']}, onnxruntime "
+        f"{env['onnxruntime']}: "
+        if env
+        else ""
+    )
     lines = [
         BEGIN,
         "## Hospital-sized inputs (bench/hospital.py)",
         "",
-        f"{results['cores']} cores, one request at a time, e2e over HTTP (keep-alive, raw body; "
-        "multipart where the row says) against the plain reference pipeline in process, in the "
-        "same run, in rounds (one untimed and three timed requests, and as many reference "
-        "runs, the uploads first in the first, third and fifth round, the reference in the "
-        "others; CT: the "
-        f"three uploads, then the three reference runs), after {settle:g} s idle per row, "
+        f"{machine}{results['cores']} cores, one request at a time, e2e over HTTP (keep-alive, "
+        "raw body; multipart where the row says) against the plain reference pipeline in "
+        "process, in the same run, in rounds (one untimed and three timed requests, and as "
+        "many reference runs, the uploads first in the first, third and fifth round, the "
+        "reference in the others; CT: the three uploads, then the three reference runs), "
+        f"after {settle:g} s idle per row, "
         "so that both see the same machine. "
         f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end (other "
         "work on the machine shows in both columns). "

@@ -4,6 +4,7 @@ runs end to end on a tiny setting (real demo model, real server, real Keras path
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,9 @@ def test_hospital_benchmark_runs_small(tmp_path: Path) -> None:
     text = out.read_text()
     assert "Hospital-sized inputs" in text and "Memory under a burst" in text
     assert "Where the service's time goes" in text
+    env = results["environment"]  # the machine the figures are from, named in the section
+    assert env["cores"] == results["cores"] and env["python"] == platform.python_version()
+    assert f"on {env['cpu']}, Python {env['python']}" in text
 
 
 def test_ab_compares_two_servers_side_by_side(tmp_path: Path) -> None:
